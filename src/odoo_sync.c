@@ -61,6 +61,7 @@ static bool xact_wrote = false;
 
 PG_FUNCTION_INFO_V1(odoo_sync_version);
 PG_FUNCTION_INFO_V1(odoo_sync_launcher_wake);
+PG_FUNCTION_INFO_V1(odoo_sync_wake_at_commit_sql);
 
 static Size
 odoo_sync_shmem_size(void)
@@ -205,6 +206,28 @@ Datum
 odoo_sync_launcher_wake(PG_FUNCTION_ARGS)
 {
 	wake_launcher_at_commit = true;
+	PG_RETURN_VOID();
+}
+
+/*
+ * odoo_sync._wake_at_commit(kind text): wakes this database's worker of that
+ * kind ('capture', 'deliver' or 'apply') when the transaction commits.
+ */
+Datum
+odoo_sync_wake_at_commit_sql(PG_FUNCTION_ARGS)
+{
+	char	   *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	for (int k = 0; k < OSW_NUM_KINDS; k++)
+		if (strcmp(kind, odoo_sync_worker_kind_names[k]) == 0)
+		{
+			odoo_sync_wake_at_commit((OdooSyncWorkerKind) k);
+			PG_RETURN_VOID();
+		}
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown odoo_sync worker kind \"%s\"", kind),
+			 errdetail("Known kinds are capture, deliver and apply.")));
 	PG_RETURN_VOID();
 }
 
