@@ -87,6 +87,7 @@ static int	capture_idle_timeout = 10000;	/* ms */
 static int	capture_batch_size = 1000;	/* transactions per write */
 static int	event_retention = 7 * 24 * 3600;	/* s */
 static int	purge_interval = 3600;	/* s, 0 = never */
+static bool purging = false;
 
 /* flush the batch when its text passes this size */
 #define CAPTURE_BATCH_BYTES		(16 * 1024 * 1024)
@@ -153,6 +154,15 @@ odoo_sync_capture_init(void)
 							3600, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
+	/* read by the event log's immutability trigger (10_event.sql) */
+	DefineCustomBoolVariable("odoo_sync.purging",
+							 "Lets the retention purge delete events.",
+							 "Set only by odoo_sync.purge_events(), for its "
+							 "own transaction.",
+							 &purging,
+							 false,
+							 PGC_SUSET, GUC_NOT_IN_SAMPLE,
+							 NULL, NULL, NULL);
 }
 
 /* ---------------------------------------------------------------- callbacks */

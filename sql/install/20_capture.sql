@@ -1092,11 +1092,11 @@ BEGIN
 	END IF;
 	PERFORM pg_catalog.set_config('odoo_sync.purging', 'on', true);
 	IF pg_catalog.to_regclass('@extschema@.delivery') IS NOT NULL THEN
-		EXECUTE 'DELETE FROM @extschema@.event e WHERE e.captured_at < pg_catalog.now() - $1 '
+		EXECUTE 'DELETE FROM @extschema@.event e WHERE e.captured_at < pg_catalog.clock_timestamp() - $1 '
 				'AND NOT EXISTS (SELECT 1 FROM @extschema@.delivery d WHERE d.event_id = e.id)'
 			USING older_than;
 	ELSE
-		DELETE FROM @extschema@.event e WHERE e.captured_at < pg_catalog.now() - older_than;
+		DELETE FROM @extschema@.event e WHERE e.captured_at < pg_catalog.clock_timestamp() - older_than;
 	END IF;
 	GET DIAGNOSTICS v_n = ROW_COUNT;
 	PERFORM pg_catalog.set_config('odoo_sync.purging', 'off', true);
