@@ -106,6 +106,7 @@ static int	batch_ntxn = 0;		/* complete transactions in batch */
 static bool in_txn = false;		/* between a B and its C */
 static int	txn_start = 0;		/* batch.len at the B of the current txn */
 static int	txn_rows = 0;		/* rows of the current txn so far */
+static int64 txn_rules_version = -1;	/* rule change seen in the txn */
 static XLogRecPtr batch_end_lsn = InvalidXLogRecPtr;
 static char txn_commit_time[64];
 static char batch_commit_time[64];
@@ -219,6 +220,7 @@ capture_write(LogicalDecodingContext *ctx, XLogRecPtr lsn,
 			appendStringInfoString(&batch, ",\"r\":[");
 			extract_commit_time(line, txn_commit_time, sizeof(txn_commit_time));
 			txn_rows = 0;
+			txn_rules_version = -1;
 			in_txn = true;
 			break;
 		case 'C':
@@ -236,10 +238,25 @@ capture_write(LogicalDecodingContext *ctx, XLogRecPtr lsn,
 			batch_ntxn++;
 			batch_end_lsn = lsn;
 			strlcpy(batch_commit_time, txn_commit_time, sizeof(batch_commit_time));
+
+			/*
+			 * A rule change newer than our options: what commits after it
+			 * must be decoded with the new ones.  Stop after this one.
+			 */
+			if (txn_rules_version > ctx_rules_version)
+				need_restart = true;
 			break;
 		default:
 			if (!in_txn)
 				break;
+			if (action == 'M')
+			{
+				const char *p = strstr(line, "\"content\":\"rules_version:");
+
+				if (p != NULL)
+					txn_rules_version = strtoll(p + strlen("\"content\":\"rules_version:"),
+												NULL, 10);
+			}
 			if (txn_rows++ > 0)
 				appendStringInfoChar(&batch, ',');
 			appendBinaryStringInfo(&batch, line, ctx->out->len);
@@ -584,6 +601,8 @@ odoo_sync_capture_main(Datum main_arg)
 				elog(ERROR, "odoo_sync capture: could not read WAL: %s", errm);
 			if (record != NULL)
 				LogicalDecodingProcessRecord(decoding_ctx, decoding_ctx->reader);
+			if (need_restart)
+				break;
 			if (!in_txn &&
 				(batch_ntxn >= capture_batch_size || batch.len >= CAPTURE_BATCH_BYTES))
 			{
@@ -593,8 +612,7 @@ odoo_sync_capture_main(Datum main_arg)
 			}
 			CHECK_FOR_INTERRUPTS();
 		}
-		if (!need_restart)
-			capture_flush();
+		capture_flush();
 		if (need_restart)
 			continue;
 

@@ -286,7 +286,7 @@ DECLARE
 	v_body			text;
 	v_fn			text;
 	v_pk			text[];
-	v_old			text[];
+	v_version		bigint;
 BEGIN
 	-- evaluation functions of tables that lost all their rules
 	FOR t IN SELECT ct.eval_fn FROM @extschema@._capture_table ct
@@ -300,7 +300,7 @@ BEGIN
 	FOR t IN SELECT r2.table_name,
 					pg_catalog.array_agg(DISTINCT c ORDER BY c) FILTER (WHERE c IS NOT NULL) AS cols,
 					pg_catalog.bool_or(r2.include_origins) AS include_origins,
-					pg_catalog.bool_or(r2.condition ~ '(^|[^a-zA-Z0-9_."])old\.'
+					pg_catalog.bool_or(coalesce(r2.condition, '') ~ '(^|[^a-zA-Z0-9_."])old\.'
 									   OR r2.aggregate_key ~ '(^|[^a-zA-Z0-9_."])old\.'
 									   OR 'delete' = ANY (r2.operations)) AS need_shadow
 			   FROM @extschema@.rule r2
@@ -415,7 +415,11 @@ $b$;
 		'RETURNS text LANGUAGE plpgsql SET search_path = pg_catalog, odoo_sync AS %L', v_body);
 	PERFORM @extschema@._own_function('@extschema@._build_correlation(integer,text,text)');
 
-	UPDATE @extschema@._capture_state SET rules_version = rules_version + 1;
+	-- the capture worker sees this message in commit order and decodes what
+	-- commits after it with the new tables and columns
+	UPDATE @extschema@._capture_state SET rules_version = rules_version + 1
+	RETURNING rules_version INTO v_version;
+	PERFORM pg_catalog.pg_logical_emit_message(true, 'odoo_sync', 'rules_version:' || v_version);
 	PERFORM @extschema@._wake_at_commit('capture');
 END
 $$;
