@@ -153,7 +153,8 @@ CREATE TYPE @extschema@._candidate AS (
 	tord			integer,
 	rord			integer,
 	rule_id			integer,
-	agg_id			text
+	agg_id			text,
+	change			@extschema@._change
 );
 COMMENT ON TYPE @extschema@._candidate IS 'Private: a rule that matched a row change.';
 
@@ -341,6 +342,7 @@ BEGIN
 		origin := c.origin;
 		r.tord := c.tord;
 		r.rord := c.rord;
+		r.change := c;
 $b$, @extschema@._table_ident(t.table_name));
 
 		FOR r IN SELECT * FROM @extschema@.rule r3
@@ -464,11 +466,80 @@ $$;
 COMMENT ON FUNCTION @extschema@._change_json(@extschema@._change) IS
 	'Private: the change a payload builder receives (table, op, key, new, old, origin, snapshot, commit_lsn, commit_time).';
 
+-- Builds the payload and correlation id of one event; a builder that
+-- raises records the failure and yields NULL (no event), in a
+-- subtransaction so that the rest of the batch goes on.
+CREATE FUNCTION @extschema@._build_one(p_rule integer, p_agg_type text, p_agg text,
+									   p_change @extschema@._change, p_safe boolean)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@
+AS $$
+DECLARE
+	v_payload	jsonb;
+	v_state		text;
+	v_msg		text;
+BEGIN
+	IF NOT p_safe THEN
+		v_payload := @extschema@._build_payload(p_rule, p_agg, @extschema@._change_json(p_change));
+		IF v_payload IS NULL THEN
+			RETURN NULL;
+		END IF;
+		RETURN pg_catalog.jsonb_build_object(
+			'p', v_payload,
+			'c', @extschema@._build_correlation(p_rule, p_agg_type, p_agg));
+	END IF;
+	BEGIN
+		v_payload := @extschema@._build_payload(p_rule, p_agg, @extschema@._change_json(p_change));
+		IF v_payload IS NULL THEN
+			RETURN NULL;		-- the builder decided there is no event
+		END IF;
+		RETURN pg_catalog.jsonb_build_object(
+			'p', v_payload,
+			'c', @extschema@._build_correlation(p_rule, p_agg_type, p_agg));
+	EXCEPTION WHEN OTHERS THEN
+		GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+		PERFORM @extschema@._capture_failed(p_rule, 'payload', p_change, v_state, v_msg, p_agg);
+		RETURN NULL;
+	END;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._build_one(integer, text, text, @extschema@._change, boolean) IS
+	'Private: payload and correlation id of one event ({"p": ..., "c": ...}), or NULL when there is none; with p_safe a failing builder is recorded in capture_error (NULL) instead of raising.';
+
+-- The events of a batch: one per transaction, aggregate and type (lowest
+-- priority, then first row wins), in commit and row order.
+CREATE FUNCTION @extschema@._build_events(p_cands @extschema@._candidate[], p_snapshot boolean,
+										  p_safe boolean)
+RETURNS @extschema@._pending_event[]
+LANGUAGE sql
+SET search_path = pg_catalog, @extschema@
+AS $$
+	SELECT ARRAY(
+		SELECT ROW(pg_catalog.row_number() OVER (ORDER BY b.tord, b.rord, b.priority, b.rule_id),
+				   b.event_type, b.aggregate_type, b.agg_id, b.lane, b.built ->> 'c', p_snapshot,
+				   (b.change).commit_lsn, coalesce((b.change).commit_time, pg_catalog.now()),
+				   b.rule_id, b.built -> 'p')::@extschema@._pending_event
+		  FROM (SELECT d.*, @extschema@._build_one(d.rule_id, d.aggregate_type, d.agg_id, d.change, p_safe) AS built
+				  FROM (SELECT DISTINCT ON (c.tord, r.event_type, r.aggregate_type, c.agg_id)
+							   c.tord, c.rord, c.agg_id, c.change, r.id AS rule_id, r.priority,
+							   r.event_type, r.aggregate_type, r.lane
+						  FROM pg_catalog.unnest(p_cands) AS c
+						  JOIN @extschema@.rule r ON r.id = c.rule_id
+						 ORDER BY c.tord, r.event_type, r.aggregate_type, c.agg_id, r.priority, c.rord) AS d
+				 ORDER BY d.tord, d.rord, d.priority, d.rule_id) AS b
+		 WHERE b.built IS NOT NULL
+		 ORDER BY b.tord, b.rord, b.priority, b.rule_id)
+$$;
+COMMENT ON FUNCTION @extschema@._build_events(@extschema@._candidate[], boolean, boolean) IS
+	'Private: deduplicates the matches of a batch and builds their events.';
+
 -- Appends events with their per-aggregate sequence numbers.
 CREATE FUNCTION @extschema@._append_events(p_events @extschema@._pending_event[])
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, @extschema@
+SET enable_nestloop = off			-- ev and up are large in a burst
 AS $$
 DECLARE
 	v_n		integer;
@@ -518,21 +589,17 @@ DECLARE
 	v_part			@extschema@._change[];
 	v_cands			@extschema@._candidate[] := '{}';
 	v_res			@extschema@._candidate[];
-	v_events		@extschema@._pending_event[] := '{}';
+	v_events		@extschema@._pending_event[];
 	v_t				record;
-	v_e				record;
-	v_payload		jsonb;
-	v_corr			text;
 	v_n				integer := 0;
-	v_state			text;
-	v_msg			text;
 BEGIN
 	-- 1. rows of watched tables, with old values from the shadow and from
 	-- earlier transactions of the batch
-	WITH tx AS (
+	-- (materialized: otherwise each row drags its whole transaction along)
+	WITH tx AS MATERIALIZED (
 		SELECT t.ord::integer AS tord, t.x -> 'b' AS b, t.x -> 'r' AS r
 		  FROM pg_catalog.jsonb_array_elements(p_batch) WITH ORDINALITY AS t(x, ord)),
-	rw AS (
+	rw AS MATERIALIZED (
 		SELECT tx.tord, r.ord::integer AS rord, tx.b, r.x AS row,
 			   (r.x ->> 'schema') || '.' || (r.x ->> 'table') AS tbl,
 			   r.x ->> 'action' AS action
@@ -594,37 +661,13 @@ BEGIN
 		v_cands := v_cands || coalesce(v_res, '{}');
 	END LOOP;
 
-	-- 3. one event per transaction, aggregate and type; payloads
-	FOR v_e IN
-		SELECT * FROM (
-			SELECT DISTINCT ON (c.tord, r.event_type, r.aggregate_type, c.agg_id)
-				   c.tord, c.rord, c.agg_id, r.id AS rule_id, r.priority, r.event_type,
-				   r.aggregate_type, r.lane, ROW(u.*)::@extschema@._change AS change
-			  FROM pg_catalog.unnest(v_cands) AS c
-			  JOIN @extschema@.rule r ON r.id = c.rule_id
-			  JOIN pg_catalog.unnest(v_changes) AS u ON u.tord = c.tord AND u.rord = c.rord
-			 ORDER BY c.tord, r.event_type, r.aggregate_type, c.agg_id, r.priority, c.rord) AS d
-		 ORDER BY d.tord, d.rord, d.priority, d.rule_id
-	LOOP
-		BEGIN
-			v_payload := @extschema@._build_payload(v_e.rule_id, v_e.agg_id,
-													 @extschema@._change_json(v_e.change));
-			v_corr := @extschema@._build_correlation(v_e.rule_id, v_e.aggregate_type, v_e.agg_id);
-		EXCEPTION WHEN OTHERS THEN
-			GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
-			PERFORM @extschema@._capture_failed(v_e.rule_id, 'payload', v_e.change,
-												 v_state, v_msg, v_e.agg_id);
-			CONTINUE;
-		END;
-		IF v_payload IS NULL THEN
-			CONTINUE;			-- the builder decided there is no event
-		END IF;
-		v_n := v_n + 1;
-		v_events := v_events || ROW(v_n, v_e.event_type, v_e.aggregate_type, v_e.agg_id,
-									v_e.lane, v_corr, p_snapshot, (v_e.change).commit_lsn,
-									coalesce((v_e.change).commit_time, pg_catalog.now()),
-									v_e.rule_id, v_payload)::@extschema@._pending_event;
-	END LOOP;
+	-- 3. one event per transaction, aggregate and type; payloads (all at
+	-- once; when a builder raises, again one by one in subtransactions)
+	BEGIN
+		v_events := @extschema@._build_events(v_cands, p_snapshot, false);
+	EXCEPTION WHEN OTHERS THEN
+		v_events := @extschema@._build_events(v_cands, p_snapshot, true);
+	END;
 
 	-- 4. the log, then the shadow
 	v_n := @extschema@._append_events(v_events);
