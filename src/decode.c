@@ -114,6 +114,7 @@ typedef struct ColInfo
 	char	   *name;
 	ColKind		kind;
 	Oid			typid;
+	Oid			basetypid;		/* typid, or the base type of a domain */
 	bool		emit;			/* selected (or a key column) */
 	bool		is_key;
 	bool		varlena;
@@ -563,9 +564,9 @@ relcache_invalidate(Datum arg, Oid relid)
 }
 
 static ColKind
-column_kind(Oid typid)
+column_kind(Oid basetypid)
 {
-	switch (getBaseType(typid))
+	switch (basetypid)
 	{
 		case INT2OID:
 		case INT4OID:
@@ -701,7 +702,8 @@ build_relinfo(DecodeData *data, Relation relation)
 		appendStringInfoChar(&buf, ':');
 		col->json_key = pstrdup(buf.data);
 		col->typid = att->atttypid;
-		col->kind = column_kind(att->atttypid);
+		col->basetypid = getBaseType(att->atttypid);
+		col->kind = column_kind(col->basetypid);
 		getTypeOutputInfo(att->atttypid, &outfunc, &col->varlena);
 		fmgr_info_cxt(outfunc, &col->out, relcache_context);
 	}
@@ -893,11 +895,11 @@ append_value(StringInfo out, ColInfo *col, Datum value)
 				char		buf[32];
 				int64		v;
 
-				if (col->typid == INT2OID || getBaseType(col->typid) == INT2OID)
+				if (col->basetypid == INT2OID)
 					v = DatumGetInt16(value);
-				else if (getBaseType(col->typid) == INT4OID)
+				else if (col->basetypid == INT4OID)
 					v = DatumGetInt32(value);
-				else if (getBaseType(col->typid) == OIDOID)
+				else if (col->basetypid == OIDOID)
 					v = DatumGetObjectId(value);
 				else
 					v = DatumGetInt64(value);
@@ -910,7 +912,7 @@ append_value(StringInfo out, ColInfo *col, Datum value)
 			break;
 		case COL_FLOAT:
 			{
-				double		d = getBaseType(col->typid) == FLOAT4OID ?
+				double		d = col->basetypid == FLOAT4OID ?
 				DatumGetFloat4(value) : DatumGetFloat8(value);
 
 				if (isnan(d) || isinf(d))
@@ -1215,7 +1217,7 @@ tuple_key(DecodeData *data, RelInfo *rel, HeapTuple tuple, RowKey *key)
 	{
 		bool		isnull;
 		Datum		d = heap_getattr(tuple, rel->keys[0] + 1, rel->desc, &isnull);
-		Oid			base = getBaseType(rel->cols[rel->keys[0]].typid);
+		Oid			base = rel->cols[rel->keys[0]].basetypid;
 
 		if (isnull)
 			return false;
@@ -1266,23 +1268,25 @@ tuple_key(DecodeData *data, RelInfo *rel, HeapTuple tuple, RowKey *key)
  * buffer reassembled from TOAST chunks are detoasted (they point into memory
  * freed after this change); on-disk TOAST pointers are unchanged values: they
  * are taken from prev (an earlier version of the same row) when it has them,
- * otherwise marked absent.  Columns not emitted are dropped to save memory.
+ * otherwise marked absent.  Values of columns that are not emitted are
+ * dropped on this (slower) path only.
  */
 static HeapTuple
 copy_tuple(DecodeData *data, RelInfo *rel, HeapTuple tuple, DecodeItem *prev,
 		   bits8 **absent_out)
 {
-	bool		columns_filtered = false;
 	bits8	   *absent = NULL;
 	HeapTuple	result;
 	MemoryContext old;
 
 	*absent_out = NULL;
-	for (int i = 0; i < rel->natts; i++)
-		if (rel->cols[i].name != NULL && !rel->cols[i].emit)
-			columns_filtered = true;
 
-	if (!HeapTupleHasExternal(tuple) && !columns_filtered)
+	/*
+	 * The common case: no TOAST pointer, the tuple is copied as it is.
+	 * Columns that are not emitted are skipped when formatting; dropping
+	 * them here would cost a deform and a form per change.
+	 */
+	if (!HeapTupleHasExternal(tuple))
 	{
 		old = MemoryContextSwitchTo(data->txn_context);
 		result = heap_copytuple(tuple);
