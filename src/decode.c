@@ -114,6 +114,7 @@ typedef struct ColInfo
 	char	   *name;
 	ColKind		kind;
 	Oid			typid;
+	Oid			basetypid;		/* typid, or the base type of a domain */
 	bool		emit;			/* selected (or a key column) */
 	bool		is_key;
 	bool		varlena;
@@ -251,6 +252,7 @@ static void decode_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 						   const char *message);
 static bool decode_filter_origin(LogicalDecodingContext *ctx,
 								 RepOriginId origin_id);
+static void relcache_forget(void *arg);
 
 void
 _PG_output_plugin_init(OutputPluginCallbacks *cb)
@@ -563,9 +565,9 @@ relcache_invalidate(Datum arg, Oid relid)
 }
 
 static ColKind
-column_kind(Oid typid)
+column_kind(Oid basetypid)
 {
-	switch (getBaseType(typid))
+	switch (basetypid)
 	{
 		case INT2OID:
 		case INT4OID:
@@ -701,7 +703,8 @@ build_relinfo(DecodeData *data, Relation relation)
 		appendStringInfoChar(&buf, ':');
 		col->json_key = pstrdup(buf.data);
 		col->typid = att->atttypid;
-		col->kind = column_kind(att->atttypid);
+		col->basetypid = getBaseType(att->atttypid);
+		col->kind = column_kind(col->basetypid);
 		getTypeOutputInfo(att->atttypid, &outfunc, &col->varlena);
 		fmgr_info_cxt(outfunc, &col->out, relcache_context);
 	}
@@ -773,6 +776,7 @@ decode_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
 {
 	DecodeData *data = palloc0(sizeof(DecodeData));
 	HASHCTL		ctl;
+	MemoryContextCallback *reset_cb;
 
 	data->context = AllocSetContextCreate(ctx->context, "odoo_sync change",
 										  ALLOCSET_DEFAULT_SIZES);
@@ -798,11 +802,19 @@ decode_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
 
 	parse_options(data, ctx->output_plugin_options);
 
-	/* a fresh relation cache per decoding context: options differ */
-	if (relcache_context != NULL)
-		MemoryContextDelete(relcache_context);
+	/*
+	 * A fresh relation cache per decoding context (options differ).  It
+	 * lives in the decoding context's memory, which an error may free
+	 * without calling our shutdown callback: a reset callback forgets the
+	 * static pointers whenever that memory goes, so that the relcache
+	 * invalidation callback never touches freed memory.
+	 */
 	relcache_context = AllocSetContextCreate(ctx->context, "odoo_sync relation cache",
 											 ALLOCSET_DEFAULT_SIZES);
+	reset_cb = MemoryContextAlloc(relcache_context, sizeof(MemoryContextCallback));
+	reset_cb->func = relcache_forget;
+	reset_cb->arg = relcache_context;
+	MemoryContextRegisterResetCallback(relcache_context, reset_cb);
 	retired = NULL;
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(Oid);
@@ -824,13 +836,22 @@ decode_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
 								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
+/* Reset callback of the relation cache's memory: forget pointers into it. */
+static void
+relcache_forget(void *arg)
+{
+	if (relcache_context == (MemoryContext) arg)
+	{
+		relcache = NULL;
+		relcache_context = NULL;
+		retired = NULL;
+	}
+}
+
 static void
 decode_shutdown(LogicalDecodingContext *ctx)
 {
-	/* the memory goes with ctx->context; drop our pointers into it */
-	relcache = NULL;
-	relcache_context = NULL;
-	retired = NULL;
+	/* the memory goes with ctx->context; the reset callback does the rest */
 }
 
 /* ---------------------------------------------------------------- origins */
@@ -893,11 +914,11 @@ append_value(StringInfo out, ColInfo *col, Datum value)
 				char		buf[32];
 				int64		v;
 
-				if (col->typid == INT2OID || getBaseType(col->typid) == INT2OID)
+				if (col->basetypid == INT2OID)
 					v = DatumGetInt16(value);
-				else if (getBaseType(col->typid) == INT4OID)
+				else if (col->basetypid == INT4OID)
 					v = DatumGetInt32(value);
-				else if (getBaseType(col->typid) == OIDOID)
+				else if (col->basetypid == OIDOID)
 					v = DatumGetObjectId(value);
 				else
 					v = DatumGetInt64(value);
@@ -910,7 +931,7 @@ append_value(StringInfo out, ColInfo *col, Datum value)
 			break;
 		case COL_FLOAT:
 			{
-				double		d = getBaseType(col->typid) == FLOAT4OID ?
+				double		d = col->basetypid == FLOAT4OID ?
 				DatumGetFloat4(value) : DatumGetFloat8(value);
 
 				if (isnan(d) || isinf(d))
@@ -1215,7 +1236,7 @@ tuple_key(DecodeData *data, RelInfo *rel, HeapTuple tuple, RowKey *key)
 	{
 		bool		isnull;
 		Datum		d = heap_getattr(tuple, rel->keys[0] + 1, rel->desc, &isnull);
-		Oid			base = getBaseType(rel->cols[rel->keys[0]].typid);
+		Oid			base = rel->cols[rel->keys[0]].basetypid;
 
 		if (isnull)
 			return false;
@@ -1266,25 +1287,30 @@ tuple_key(DecodeData *data, RelInfo *rel, HeapTuple tuple, RowKey *key)
  * buffer reassembled from TOAST chunks are detoasted (they point into memory
  * freed after this change); on-disk TOAST pointers are unchanged values: they
  * are taken from prev (an earlier version of the same row) when it has them,
- * otherwise marked absent.  Columns not emitted are dropped to save memory.
+ * otherwise marked absent.  Values of columns that are not emitted are
+ * dropped on this (slower) path only.
  */
 static HeapTuple
 copy_tuple(DecodeData *data, RelInfo *rel, HeapTuple tuple, DecodeItem *prev,
 		   bits8 **absent_out)
 {
-	bool		columns_filtered = false;
 	bits8	   *absent = NULL;
 	HeapTuple	result;
 	MemoryContext old;
 
-	*absent_out = NULL;
-	for (int i = 0; i < rel->natts; i++)
-		if (rel->cols[i].name != NULL && !rel->cols[i].emit)
-			columns_filtered = true;
+	/* past the memory limit rows are written at once: no need to keep them */
+	MemoryContext target = data->overflow ? data->context : data->txn_context;
 
-	if (!HeapTupleHasExternal(tuple) && !columns_filtered)
+	*absent_out = NULL;
+
+	/*
+	 * The common case: no TOAST pointer, the tuple is copied as it is.
+	 * Columns that are not emitted are skipped when formatting; dropping
+	 * them here would cost a deform and a form per change.
+	 */
+	if (!HeapTupleHasExternal(tuple))
 	{
-		old = MemoryContextSwitchTo(data->txn_context);
+		old = MemoryContextSwitchTo(target);
 		result = heap_copytuple(tuple);
 		MemoryContextSwitchTo(old);
 		return result;
@@ -1320,8 +1346,7 @@ copy_tuple(DecodeData *data, RelInfo *rel, HeapTuple tuple, DecodeItem *prev,
 			{
 				if (absent == NULL)
 				{
-					absent = MemoryContextAlloc(data->txn_context,
-												BITMAPLEN(rel->natts));
+					absent = MemoryContextAlloc(target, BITMAPLEN(rel->natts));
 					memset(absent, 0xFF, BITMAPLEN(rel->natts));
 				}
 				/* a cleared bit means absent (att_isnull reads it so) */
@@ -1332,7 +1357,7 @@ copy_tuple(DecodeData *data, RelInfo *rel, HeapTuple tuple, DecodeItem *prev,
 		else if (VARATT_IS_EXTERNAL(v))
 			data->values[i] = PointerGetDatum(detoast_external_attr(v));
 	}
-	old = MemoryContextSwitchTo(data->txn_context);
+	old = MemoryContextSwitchTo(target);
 	result = heap_form_tuple(rel->desc, data->values, data->nulls);
 	MemoryContextSwitchTo(old);
 	*absent_out = absent;
@@ -1501,7 +1526,7 @@ decode_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	}
 
 	keyed = data->coalesce && !data->overflow &&
-		tuple_key(data, rel, op == 'D' ? oldtup : (oldtup && op == 'U' && !rel->ri_full ? oldtup : newtup), &key);
+		tuple_key(data, rel, oldtup != NULL ? oldtup : newtup, &key);
 
 	/* an UPDATE that changes the key: the old key's row is deleted */
 	if (keyed && op == 'U' && oldtup != NULL)
