@@ -41,11 +41,12 @@ RETURNS boolean
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
 AS $$
+#variable_conflict use_variable
 DECLARE
 	v_code	text;
 BEGIN
-	EXECUTE 'SELECT t.code FROM public.stock_picking_type t WHERE t.id = $1'
-		INTO v_code USING picking_type_id;
+	SELECT t.code FROM public.stock_picking_type t WHERE t.id = picking_type_id
+		INTO v_code;
 	RETURN coalesce(v_code = 'outgoing', false);
 END
 $$;
@@ -58,11 +59,12 @@ RETURNS boolean
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
 AS $$
+#variable_conflict use_variable
 DECLARE
 	v_usage	text;
 BEGIN
-	EXECUTE 'SELECT l.usage FROM public.stock_location l WHERE l.id = $1'
-		INTO v_usage USING location_id;
+	SELECT l.usage FROM public.stock_location l WHERE l.id = location_id
+		INTO v_usage;
 	RETURN coalesce(v_usage = 'internal', false);
 END
 $$;
@@ -75,6 +77,7 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
 AS $$
+#variable_conflict use_variable
 DECLARE
 	v_name	text;
 BEGIN
@@ -82,10 +85,12 @@ BEGIN
 		RETURN NULL;
 	END IF;
 	IF pg_catalog.to_regclass('public.res_company') IS NOT NULL THEN
-		EXECUTE 'SELECT c.name::text FROM public.res_company c WHERE c.id = $1' INTO v_name USING company_id;
+		SELECT c.name::text FROM public.res_company c WHERE c.id = company_id
+		INTO v_name;
 	ELSE
 		-- without res_company, Odoo's company partner (id 1 in every database)
-		EXECUTE 'SELECT p.name FROM public.res_partner p WHERE p.id = 1 AND $1 = 1' INTO v_name USING company_id;
+		SELECT p.name FROM public.res_partner p WHERE p.id = 1 AND company_id = 1
+		INTO v_name;
 	END IF;
 	RETURN pg_catalog.jsonb_build_object('id', company_id, 'name', v_name);
 END
@@ -97,19 +102,20 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
 AS $$
+#variable_conflict use_variable
 DECLARE
 	v	jsonb;
 BEGIN
 	IF partner_id IS NULL THEN
 		RETURN NULL;
 	END IF;
-	EXECUTE $q$SELECT pg_catalog.jsonb_build_object(
+	SELECT pg_catalog.jsonb_build_object(
 				'id', p.id, 'name', coalesce(p.complete_name, p.name), 'ref', p.ref,
 				'street', p.street, 'street2', p.street2, 'zip', p.zip, 'city', p.city,
 				'country_id', p.country_id, 'email', p.email, 'phone', coalesce(p.phone, p.mobile),
 				'vat', p.vat, 'commercial_partner_id', p.commercial_partner_id)
-			   FROM public.res_partner p WHERE p.id = $1$q$
-		INTO v USING partner_id;
+			   FROM public.res_partner p WHERE p.id = partner_id
+		INTO v;
 	RETURN v;
 END
 $$;
@@ -120,13 +126,15 @@ RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
 AS $$
+#variable_conflict use_variable
 DECLARE
 	v	jsonb;
 BEGIN
 	IF uom_id IS NULL OR pg_catalog.to_regclass('public.uom_uom') IS NULL THEN
 		RETURN CASE WHEN uom_id = 1 THEN 'Units' END;
 	END IF;
-	EXECUTE 'SELECT pg_catalog.to_jsonb(u.name) FROM public.uom_uom u WHERE u.id = $1' INTO v USING uom_id;
+	SELECT pg_catalog.to_jsonb(u.name) FROM public.uom_uom u WHERE u.id = uom_id
+		INTO v;
 	RETURN @extschema@._name(v);
 END
 $$;
@@ -137,19 +145,20 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
 AS $$
+#variable_conflict use_variable
 DECLARE
 	v	jsonb;
 BEGIN
 	IF product_id IS NULL THEN
 		RETURN NULL;
 	END IF;
-	EXECUTE $q$SELECT pg_catalog.jsonb_build_object(
+	SELECT pg_catalog.jsonb_build_object(
 				'id', pp.id, 'default_code', coalesce(pp.default_code, pt.default_code),
 				'barcode', pp.barcode, 'name', odoo_sync._name(pt.name),
 				'weight', coalesce(pp.weight, pt.weight))
 			   FROM public.product_product pp JOIN public.product_template pt ON pt.id = pp.product_tmpl_id
-			  WHERE pp.id = $1$q$
-		INTO v USING product_id;
+			  WHERE pp.id = product_id
+		INTO v;
 	RETURN v;
 END
 $$;
@@ -160,16 +169,17 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
 AS $$
+#variable_conflict use_variable
 DECLARE
 	v	jsonb;
 BEGIN
 	IF carrier_id IS NULL OR pg_catalog.to_regclass('public.delivery_carrier') IS NULL THEN
 		RETURN NULL;
 	END IF;
-	EXECUTE $q$SELECT pg_catalog.jsonb_build_object('id', c.id, 'name', odoo_sync._name(c.name),
+	SELECT pg_catalog.jsonb_build_object('id', c.id, 'name', odoo_sync._name(c.name),
 													'delivery_type', c.delivery_type)
-			   FROM public.delivery_carrier c WHERE c.id = $1$q$
-		INTO v USING carrier_id;
+			   FROM public.delivery_carrier c WHERE c.id = carrier_id
+		INTO v;
 	RETURN v;
 END
 $$;
@@ -180,16 +190,17 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
 AS $$
+#variable_conflict use_variable
 DECLARE
 	v	jsonb;
 BEGIN
 	IF sale_id IS NULL THEN
 		RETURN NULL;
 	END IF;
-	EXECUTE $q$SELECT pg_catalog.jsonb_build_object('id', s.id, 'name', s.name,
+	SELECT pg_catalog.jsonb_build_object('id', s.id, 'name', s.name,
 													'client_order_ref', s.client_order_ref)
-			   FROM public.sale_order s WHERE s.id = $1$q$
-		INTO v USING sale_id;
+			   FROM public.sale_order s WHERE s.id = sale_id
+		INTO v;
 	RETURN v;
 END
 $$;
@@ -205,6 +216,7 @@ RETURNS integer
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
 AS $$
+#variable_conflict use_variable
 DECLARE
 	v_so		integer;
 	v_rev		integer;
@@ -212,18 +224,18 @@ DECLARE
 	v_company	integer;
 BEGIN
 	IF pg_catalog.to_regclass('public.sale_order_line_invoice_rel') IS NOT NULL THEN
-		EXECUTE $q$SELECT min(sl.order_id)
+		SELECT min(sl.order_id)
 					 FROM public.account_move_line aml
 					 JOIN public.sale_order_line_invoice_rel rel ON rel.invoice_line_id = aml.id
 					 JOIN public.sale_order_line sl ON sl.id = rel.order_line_id
-					WHERE aml.move_id = $1$q$
-			INTO v_so USING move_id;
+					WHERE aml.move_id = move_id
+		INTO v_so;
 		IF v_so IS NOT NULL THEN
 			RETURN v_so;
 		END IF;
 	END IF;
-	EXECUTE 'SELECT m.reversed_entry_id, m.invoice_origin, m.company_id FROM public.account_move m WHERE m.id = $1'
-		INTO v_rev, v_origin, v_company USING move_id;
+	SELECT m.reversed_entry_id, m.invoice_origin, m.company_id FROM public.account_move m WHERE m.id = move_id
+		INTO v_rev, v_origin, v_company;
 	IF v_rev IS NOT NULL AND v_rev <> move_id THEN
 		v_so := @extschema@._move_sale_order(v_rev);
 		IF v_so IS NOT NULL THEN
@@ -231,10 +243,10 @@ BEGIN
 		END IF;
 	END IF;
 	IF v_origin IS NOT NULL THEN
-		EXECUTE $q$SELECT min(s.id) FROM public.sale_order s
-					WHERE s.name = pg_catalog.btrim(pg_catalog.split_part($1, ',', 1))
-					  AND (s.company_id = $2 OR $2 IS NULL)$q$
-			INTO v_so USING v_origin, v_company;
+		SELECT min(s.id) FROM public.sale_order s
+					WHERE s.name = pg_catalog.btrim(pg_catalog.split_part(v_origin, ',', 1))
+					  AND (s.company_id = v_company OR v_company IS NULL)
+		INTO v_so;
 	END IF;
 	RETURN v_so;
 END
@@ -247,12 +259,13 @@ RETURNS integer
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
 AS $$
+#variable_conflict use_variable
 DECLARE
 	v_so		integer;
 	v_bo		integer;
 BEGIN
-	EXECUTE 'SELECT p.sale_id, p.backorder_id FROM public.stock_picking p WHERE p.id = $1'
-		INTO v_so, v_bo USING picking_id;
+	SELECT p.sale_id, p.backorder_id FROM public.stock_picking p WHERE p.id = picking_id
+		INTO v_so, v_bo;
 	IF v_so IS NULL AND v_bo IS NOT NULL AND v_bo <> picking_id THEN
 		v_so := @extschema@._picking_sale_order(v_bo);
 	END IF;
@@ -267,13 +280,15 @@ RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
 AS $$
+#variable_conflict use_variable
 DECLARE
 	v_company	integer;
 BEGIN
 	IF sale_id IS NULL THEN
 		RETURN NULL;
 	END IF;
-	EXECUTE 'SELECT s.company_id FROM public.sale_order s WHERE s.id = $1' INTO v_company USING sale_id;
+	SELECT s.company_id FROM public.sale_order s WHERE s.id = sale_id
+		INTO v_company;
 	RETURN 'so:' || coalesce(v_company::text, '0') || ':' || sale_id;
 END
 $$;
@@ -285,6 +300,7 @@ RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
 AS $$
+#variable_conflict use_variable
 DECLARE
 	v_id		integer;
 	v_company	integer;
@@ -301,16 +317,16 @@ BEGIN
 		WHEN 'stock.picking' THEN
 			v := @extschema@._so_correlation(@extschema@._picking_sale_order(v_id));
 			IF v IS NULL THEN
-				EXECUTE 'SELECT p.company_id FROM public.stock_picking p WHERE p.id = $1'
-					INTO v_company USING v_id;
+				SELECT p.company_id FROM public.stock_picking p WHERE p.id = v_id
+		INTO v_company;
 				v := 'picking:' || coalesce(v_company::text, '0') || ':' || v_id;
 			END IF;
 			RETURN v;
 		WHEN 'account.move' THEN
 			v := @extschema@._so_correlation(@extschema@._move_sale_order(v_id));
 			IF v IS NULL THEN
-				EXECUTE 'SELECT m.company_id FROM public.account_move m WHERE m.id = $1'
-					INTO v_company USING v_id;
+				SELECT m.company_id FROM public.account_move m WHERE m.id = v_id
+		INTO v_company;
 				v := 'move:' || coalesce(v_company::text, '0') || ':' || v_id;
 			END IF;
 			RETURN v;
@@ -331,20 +347,21 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
 AS $$
+#variable_conflict use_variable
 DECLARE
 	v	jsonb;
 BEGIN
-	EXECUTE $q$SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+	SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
 					'move_id', m.id,
 					'product', odoo_sync._product(m.product_id),
-					'quantity', CASE WHEN $2 THEN coalesce(m.quantity, 0) ELSE m.product_uom_qty END,
+					'quantity', CASE WHEN p_done THEN coalesce(m.quantity, 0) ELSE m.product_uom_qty END,
 					'ordered_quantity', m.product_uom_qty,
 					'unit', odoo_sync._uom(m.product_uom),
 					'weight', m.weight) ORDER BY m.sequence, m.id), '[]')
 			   FROM public.stock_move m
-			  WHERE m.picking_id = $1
-				AND CASE WHEN $2 THEN m.state = 'done' ELSE m.state <> 'cancel' END$q$
-		INTO v USING picking_id, p_done;
+			  WHERE m.picking_id = picking_id
+				AND CASE WHEN p_done THEN m.state = 'done' ELSE m.state <> 'cancel' END
+		INTO v;
 	RETURN v;
 END
 $$;
@@ -357,21 +374,24 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
 AS $$
+#variable_conflict use_variable
 DECLARE
 	p		record;
 	v_so	integer;
 	v_cust	integer;
 BEGIN
-	EXECUTE 'SELECT * FROM public.stock_picking WHERE id = $1' INTO p USING aggregate_id::integer;
+	SELECT * FROM public.stock_picking WHERE id = (aggregate_id::integer)
+		INTO p;
 	IF p.id IS NULL OR p.state NOT IN ('waiting', 'confirmed', 'assigned') THEN
 		RETURN NULL;
 	END IF;
 	v_so := @extschema@._picking_sale_order(p.id);
 	IF v_so IS NOT NULL THEN
-		EXECUTE 'SELECT s.partner_id FROM public.sale_order s WHERE s.id = $1' INTO v_cust USING v_so;
+		SELECT s.partner_id FROM public.sale_order s WHERE s.id = v_so
+		INTO v_cust;
 	ELSE
-		EXECUTE 'SELECT coalesce(r.commercial_partner_id, r.id) FROM public.res_partner r WHERE r.id = $1'
-			INTO v_cust USING p.partner_id;
+		SELECT coalesce(r.commercial_partner_id, r.id) FROM public.res_partner r WHERE r.id = (p.partner_id)
+		INTO v_cust;
 	END IF;
 	RETURN pg_catalog.jsonb_build_object(
 		'picking_id', p.id,
@@ -400,10 +420,12 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
 AS $$
+#variable_conflict use_variable
 DECLARE
 	p		record;
 BEGIN
-	EXECUTE 'SELECT * FROM public.stock_picking WHERE id = $1' INTO p USING aggregate_id::integer;
+	SELECT * FROM public.stock_picking WHERE id = (aggregate_id::integer)
+		INTO p;
 	IF p.id IS NULL THEN
 		RETURN NULL;
 	END IF;
@@ -425,17 +447,19 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
 AS $$
+#variable_conflict use_variable
 DECLARE
 	p		record;
 	v_bo	jsonb;
 BEGIN
-	EXECUTE 'SELECT * FROM public.stock_picking WHERE id = $1' INTO p USING aggregate_id::integer;
+	SELECT * FROM public.stock_picking WHERE id = (aggregate_id::integer)
+		INTO p;
 	IF p.id IS NULL THEN
 		RETURN NULL;
 	END IF;
-	EXECUTE $q$SELECT pg_catalog.jsonb_build_object('picking_id', b.id, 'reference', b.name, 'state', b.state)
-				 FROM public.stock_picking b WHERE b.backorder_id = $1 ORDER BY b.id DESC LIMIT 1$q$
-		INTO v_bo USING p.id;
+	SELECT pg_catalog.jsonb_build_object('picking_id', b.id, 'reference', b.name, 'state', b.state)
+				 FROM public.stock_picking b WHERE b.backorder_id = (p.id) ORDER BY b.id DESC LIMIT 1
+		INTO v_bo;
 	RETURN pg_catalog.jsonb_build_object(
 		'picking_id', p.id,
 		'reference', p.name,
@@ -460,15 +484,17 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
 AS $$
+#variable_conflict use_variable
 DECLARE
 	s		record;
 	v_lines	jsonb;
 BEGIN
-	EXECUTE 'SELECT * FROM public.sale_order WHERE id = $1' INTO s USING aggregate_id::integer;
+	SELECT * FROM public.sale_order WHERE id = (aggregate_id::integer)
+		INTO s;
 	IF s.id IS NULL THEN
 		RETURN NULL;
 	END IF;
-	EXECUTE $q$SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+	SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
 					'line_id', l.id,
 					'product', odoo_sync._product(l.product_id),
 					'description', l.name,
@@ -478,8 +504,8 @@ BEGIN
 					'price_subtotal', coalesce(l.price_subtotal, 0),
 					'is_delivery', coalesce(l.is_delivery, false)) ORDER BY l.sequence, l.id), '[]')
 				 FROM public.sale_order_line l
-				WHERE l.order_id = $1 AND l.display_type IS NULL$q$
-		INTO v_lines USING s.id;
+				WHERE l.order_id = (s.id) AND l.display_type IS NULL
+		INTO v_lines;
 	RETURN pg_catalog.jsonb_build_object(
 		'order_id', s.id,
 		'name', s.name,
@@ -508,17 +534,19 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
 AS $$
+#variable_conflict use_variable
 DECLARE
 	m		record;
 	v_lines	jsonb;
 	v_rev	jsonb;
 	v_so	integer;
 BEGIN
-	EXECUTE 'SELECT * FROM public.account_move WHERE id = $1' INTO m USING aggregate_id::integer;
+	SELECT * FROM public.account_move WHERE id = (aggregate_id::integer)
+		INTO m;
 	IF m.id IS NULL THEN
 		RETURN NULL;
 	END IF;
-	EXECUTE $q$SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+	SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
 					'line_id', l.id,
 					'product', odoo_sync._product(l.product_id),
 					'description', l.name,
@@ -528,12 +556,12 @@ BEGIN
 					'price_subtotal', coalesce(l.price_subtotal, 0),
 					'price_total', coalesce(l.price_total, 0)) ORDER BY l.sequence, l.id), '[]')
 				 FROM public.account_move_line l
-				WHERE l.move_id = $1 AND l.display_type = 'product'$q$
-		INTO v_lines USING m.id;
+				WHERE l.move_id = (m.id) AND l.display_type = 'product'
+		INTO v_lines;
 	IF m.reversed_entry_id IS NOT NULL THEN
-		EXECUTE $q$SELECT pg_catalog.jsonb_build_object('move_id', r.id, 'name', r.name)
-					 FROM public.account_move r WHERE r.id = $1$q$
-			INTO v_rev USING m.reversed_entry_id;
+		SELECT pg_catalog.jsonb_build_object('move_id', r.id, 'name', r.name)
+					 FROM public.account_move r WHERE r.id = (m.reversed_entry_id)
+		INTO v_rev;
 	END IF;
 	v_so := @extschema@._move_sale_order(m.id);
 	RETURN pg_catalog.jsonb_build_object(
@@ -568,10 +596,12 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
 AS $$
+#variable_conflict use_variable
 DECLARE
 	m		record;
 BEGIN
-	EXECUTE 'SELECT * FROM public.account_move WHERE id = $1' INTO m USING aggregate_id::integer;
+	SELECT * FROM public.account_move WHERE id = (aggregate_id::integer)
+		INTO m;
 	IF m.id IS NULL THEN
 		RETURN NULL;
 	END IF;
@@ -598,6 +628,7 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
 AS $$
+#variable_conflict use_variable
 DECLARE
 	v_product	integer := pg_catalog.split_part(aggregate_id, ':', 1)::integer;
 	v_location	integer := pg_catalog.split_part(aggregate_id, ':', 2)::integer;
@@ -606,13 +637,13 @@ DECLARE
 	v_company	integer;
 	v_loc		jsonb;
 BEGIN
-	EXECUTE $q$SELECT coalesce(sum(q.quantity), 0), coalesce(sum(q.reserved_quantity), 0), min(q.company_id)
-				 FROM public.stock_quant q WHERE q.product_id = $1 AND q.location_id = $2$q$
-		INTO v_qty, v_res, v_company USING v_product, v_location;
-	EXECUTE $q$SELECT pg_catalog.jsonb_build_object('id', l.id, 'name', coalesce(l.complete_name, l.name)),
-					  coalesce($2, l.company_id)
-				 FROM public.stock_location l WHERE l.id = $1$q$
-		INTO v_loc, v_company USING v_location, v_company;
+	SELECT coalesce(sum(q.quantity), 0), coalesce(sum(q.reserved_quantity), 0), min(q.company_id)
+				 FROM public.stock_quant q WHERE q.product_id = v_product AND q.location_id = v_location
+		INTO v_qty, v_res, v_company;
+	SELECT pg_catalog.jsonb_build_object('id', l.id, 'name', coalesce(l.complete_name, l.name)),
+					  coalesce(v_company, l.company_id)
+				 FROM public.stock_location l WHERE l.id = v_location
+		INTO v_loc, v_company;
 	RETURN pg_catalog.jsonb_build_object(
 		'product', @extschema@._product(v_product),
 		'location', v_loc,
