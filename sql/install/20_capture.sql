@@ -400,7 +400,7 @@ $b$;
 	v_body := v_body || E'\tRAISE EXCEPTION ''rule % is not enabled'', p_rule;\nEND';
 	EXECUTE pg_catalog.format(
 		'CREATE OR REPLACE FUNCTION @extschema@._build_payload(p_rule integer, p_agg text, p_change jsonb) '
-		'RETURNS jsonb LANGUAGE plpgsql SET search_path = pg_catalog, odoo_sync AS %L', v_body);
+		'RETURNS jsonb LANGUAGE plpgsql AS %L', v_body);
 	PERFORM @extschema@._own_function('@extschema@._build_payload(integer,text,jsonb)');
 
 	v_body := 'BEGIN' || E'\n';
@@ -414,7 +414,7 @@ $b$;
 	v_body := v_body || E'\tRETURN odoo_sync.correlation_id(p_agg_type, p_agg);\nEND';
 	EXECUTE pg_catalog.format(
 		'CREATE OR REPLACE FUNCTION @extschema@._build_correlation(p_rule integer, p_agg_type text, p_agg text) '
-		'RETURNS text LANGUAGE plpgsql SET search_path = pg_catalog, odoo_sync AS %L', v_body);
+		'RETURNS text LANGUAGE plpgsql AS %L', v_body);
 	PERFORM @extschema@._own_function('@extschema@._build_correlation(integer,text,text)');
 
 	-- the capture worker sees this message in commit order and decodes what
@@ -456,7 +456,6 @@ COMMENT ON FUNCTION @extschema@._capture_failed(integer, text, @extschema@._chan
 CREATE FUNCTION @extschema@._change_json(c @extschema@._change)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, @extschema@
 AS $$
 	SELECT pg_catalog.jsonb_build_object(
 		'table', c.tbl, 'op', c.op, 'key', c.key, 'new', c.new, 'old', c.old,
@@ -473,7 +472,6 @@ CREATE FUNCTION @extschema@._build_one(p_rule integer, p_agg_type text, p_agg te
 									   p_change @extschema@._change, p_safe boolean)
 RETURNS jsonb
 LANGUAGE plpgsql
-SET search_path = pg_catalog, @extschema@
 AS $$
 DECLARE
 	v_payload	jsonb;

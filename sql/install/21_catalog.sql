@@ -14,7 +14,6 @@
 CREATE FUNCTION @extschema@._utc(ts timestamp)
 RETURNS text
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, @extschema@
 AS $$
 	SELECT pg_catalog.to_char(ts, 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
 $$;
@@ -25,7 +24,6 @@ COMMENT ON FUNCTION @extschema@._utc(timestamp) IS
 CREATE FUNCTION @extschema@._name(v jsonb)
 RETURNS text
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, @extschema@
 AS $$
 	SELECT CASE pg_catalog.jsonb_typeof(v)
 			WHEN 'object' THEN coalesce(v ->> 'en_US',
@@ -75,7 +73,6 @@ GRANT EXECUTE ON FUNCTION @extschema@.is_internal_location(integer) TO odoo_sync
 CREATE FUNCTION @extschema@._company(company_id integer)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, @extschema@
 AS $$
 #variable_conflict use_variable
 DECLARE
@@ -100,7 +97,6 @@ COMMENT ON FUNCTION @extschema@._company(integer) IS 'Private: {id, name} of an 
 CREATE FUNCTION @extschema@._partner(partner_id integer)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, @extschema@
 AS $$
 #variable_conflict use_variable
 DECLARE
@@ -124,7 +120,6 @@ COMMENT ON FUNCTION @extschema@._partner(integer) IS 'Private: an Odoo partner (
 CREATE FUNCTION @extschema@._uom(uom_id integer)
 RETURNS text
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, @extschema@
 AS $$
 #variable_conflict use_variable
 DECLARE
@@ -143,7 +138,6 @@ COMMENT ON FUNCTION @extschema@._uom(integer) IS 'Private: the name of an Odoo u
 CREATE FUNCTION @extschema@._product(product_id integer)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, @extschema@
 AS $$
 #variable_conflict use_variable
 DECLARE
@@ -167,7 +161,6 @@ COMMENT ON FUNCTION @extschema@._product(integer) IS 'Private: an Odoo product v
 CREATE FUNCTION @extschema@._carrier(carrier_id integer)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, @extschema@
 AS $$
 #variable_conflict use_variable
 DECLARE
@@ -188,7 +181,6 @@ COMMENT ON FUNCTION @extschema@._carrier(integer) IS 'Private: an Odoo delivery 
 CREATE FUNCTION @extschema@._sale_order_ref(sale_id integer)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, @extschema@
 AS $$
 #variable_conflict use_variable
 DECLARE
@@ -214,7 +206,6 @@ COMMENT ON FUNCTION @extschema@._sale_order_ref(integer) IS 'Private: {id, name,
 CREATE FUNCTION @extschema@._move_sale_order(move_id integer)
 RETURNS integer
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, @extschema@
 AS $$
 #variable_conflict use_variable
 DECLARE
@@ -257,7 +248,6 @@ COMMENT ON FUNCTION @extschema@._move_sale_order(integer) IS
 CREATE FUNCTION @extschema@._picking_sale_order(picking_id integer)
 RETURNS integer
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, @extschema@
 AS $$
 #variable_conflict use_variable
 DECLARE
@@ -278,7 +268,6 @@ COMMENT ON FUNCTION @extschema@._picking_sale_order(integer) IS
 CREATE FUNCTION @extschema@._so_correlation(sale_id integer)
 RETURNS text
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, @extschema@
 AS $$
 #variable_conflict use_variable
 DECLARE
@@ -345,7 +334,6 @@ GRANT EXECUTE ON FUNCTION @extschema@.correlation_id(text, text) TO odoo_sync_re
 CREATE FUNCTION @extschema@._picking_lines(picking_id integer, p_done boolean)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, @extschema@
 AS $$
 #variable_conflict use_variable
 DECLARE
