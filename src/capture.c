@@ -107,6 +107,7 @@ static bool in_txn = false;		/* between a B and its C */
 static int	txn_start = 0;		/* batch.len at the B of the current txn */
 static int	txn_rows = 0;		/* rows of the current txn so far */
 static int64 txn_rules_version = -1;	/* rule change seen in the txn */
+static bool txn_has_rows = false;	/* an I, U or D line in the txn */
 static XLogRecPtr batch_end_lsn = InvalidXLogRecPtr;
 static char txn_commit_time[64];
 static char batch_commit_time[64];
@@ -221,15 +222,23 @@ capture_write(LogicalDecodingContext *ctx, XLogRecPtr lsn,
 			extract_commit_time(line, txn_commit_time, sizeof(txn_commit_time));
 			txn_rows = 0;
 			txn_rules_version = -1;
+			txn_has_rows = false;
 			in_txn = true;
 			break;
 		case 'C':
 			if (!in_txn)
 				break;
 			in_txn = false;
-			if (lsn <= origin_progress)
+
+			/*
+			 * A rule change newer than our options: what commits after it
+			 * must be decoded with the new ones.  Stop after this one.
+			 */
+			if (txn_rules_version > ctx_rules_version)
+				need_restart = true;
+			if (lsn <= origin_progress || !txn_has_rows)
 			{
-				/* captured before the last restart */
+				/* captured before the last restart, or only messages */
 				batch.len = txn_start;
 				batch.data[batch.len] = '\0';
 				break;
@@ -238,18 +247,13 @@ capture_write(LogicalDecodingContext *ctx, XLogRecPtr lsn,
 			batch_ntxn++;
 			batch_end_lsn = lsn;
 			strlcpy(batch_commit_time, txn_commit_time, sizeof(batch_commit_time));
-
-			/*
-			 * A rule change newer than our options: what commits after it
-			 * must be decoded with the new ones.  Stop after this one.
-			 */
-			if (txn_rules_version > ctx_rules_version)
-				need_restart = true;
 			break;
 		default:
 			if (!in_txn)
 				break;
-			if (action == 'M')
+			if (action == 'I' || action == 'U' || action == 'D')
+				txn_has_rows = true;
+			else if (action == 'M')
 			{
 				const char *p = strstr(line, "\"content\":\"rules_version:");
 
@@ -343,13 +347,34 @@ capture_setup_slot_and_origin(void)
 	if (created)
 		replorigin_drop_by_name(slot_name, true, false);
 	origin_id = replorigin_by_name(slot_name, true);
+	CommitTransactionCommand();
+
+	/* no origin yet: nothing was ever written, the first write creates it */
+	origin_progress = InvalidXLogRecPtr;
+	if (origin_id != InvalidRepOriginId)
+	{
+		replorigin_session_setup(origin_id);
+		replorigin_session_origin = origin_id;
+		origin_progress = replorigin_session_get_progress(false);
+	}
+}
+
+/*
+ * Creates the replication origin before the first write (a database whose
+ * rules never match anything never gets one).
+ */
+static void
+capture_ensure_origin(void)
+{
+	if (origin_id != InvalidRepOriginId)
+		return;
+	StartTransactionCommand();
+	origin_id = replorigin_by_name(slot_name, true);
 	if (origin_id == InvalidRepOriginId)
 		origin_id = replorigin_create(slot_name);
 	CommitTransactionCommand();
-
 	replorigin_session_setup(origin_id);
 	replorigin_session_origin = origin_id;
-	origin_progress = replorigin_session_get_progress(false);
 }
 
 static DefElem *
@@ -461,6 +486,7 @@ capture_flush(void)
 		return;
 
 	pgstat_report_activity(STATE_RUNNING, "writing events");
+	capture_ensure_origin();
 	appendStringInfoChar(&batch, ']');
 	memmove(batch.data + 1, batch.data, batch.len + 1);
 	batch.data[0] = '[';
