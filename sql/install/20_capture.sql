@@ -389,7 +389,20 @@ $b$;
 				t.need_shadow, v_fn, t.include_origins);
 	END LOOP;
 
-	-- payload and correlation dispatchers (static calls: cached plans)
+	-- rule, payload and correlation dispatchers (static calls: cached plans)
+	v_body := 'BEGIN' || E'\n';
+	FOR t IN SELECT ct.table_name, ct.eval_fn FROM @extschema@._capture_table ct ORDER BY ct.table_name
+	LOOP
+		v_body := v_body || pg_catalog.format(
+			E'\tIF p_tbl = %L THEN\n\t\tRETURN QUERY SELECT * FROM %s(p_changes, p_safe);\n\t\tRETURN;\n\tEND IF;\n',
+			t.table_name, t.eval_fn);
+	END LOOP;
+	v_body := v_body || 'END';
+	EXECUTE pg_catalog.format(
+		'CREATE OR REPLACE FUNCTION @extschema@._eval_table(p_tbl text, p_changes odoo_sync._change[], p_safe boolean) '
+		'RETURNS SETOF odoo_sync._candidate LANGUAGE plpgsql AS %L', v_body);
+	PERFORM @extschema@._own_function('@extschema@._eval_table(text,odoo_sync._change[],boolean)');
+
 	v_body := 'BEGIN' || E'\n';
 	FOR r IN SELECT * FROM @extschema@.rule r4 WHERE r4.enabled ORDER BY r4.id
 	LOOP
@@ -510,10 +523,11 @@ COMMENT ON FUNCTION @extschema@._build_one(integer, text, text, @extschema@._cha
 CREATE FUNCTION @extschema@._build_events(p_cands @extschema@._candidate[], p_snapshot boolean,
 										  p_safe boolean)
 RETURNS @extschema@._pending_event[]
-LANGUAGE sql
+LANGUAGE plpgsql					-- (not sql: PL/pgSQL keeps the plan)
 SET search_path = pg_catalog, @extschema@
 AS $$
-	SELECT ARRAY(
+BEGIN
+	RETURN ARRAY(
 		SELECT ROW(pg_catalog.row_number() OVER (ORDER BY b.tord, b.rord, b.priority, b.rule_id),
 				   b.event_type, b.aggregate_type, b.agg_id, b.lane, b.built ->> 'c', p_snapshot,
 				   (b.change).commit_lsn, coalesce((b.change).commit_time, pg_catalog.now()),
@@ -527,7 +541,8 @@ AS $$
 						 ORDER BY c.tord, r.event_type, r.aggregate_type, c.agg_id, r.priority, c.rord) AS d
 				 ORDER BY d.tord, d.rord, d.priority, d.rule_id) AS b
 		 WHERE b.built IS NOT NULL
-		 ORDER BY b.tord, b.rord, b.priority, b.rule_id)
+		 ORDER BY b.tord, b.rord, b.priority, b.rule_id);
+END
 $$;
 COMMENT ON FUNCTION @extschema@._build_events(@extschema@._candidate[], boolean, boolean) IS
 	'Private: deduplicates the matches of a batch and builds their events.';
@@ -649,12 +664,12 @@ BEGIN
 						  FROM pg_catalog.unnest(v_changes) AS u
 						 WHERE u.tbl = v_t.table_name);
 		BEGIN
-			EXECUTE pg_catalog.format('SELECT pg_catalog.array_agg(x) FROM %s($1, false) AS x', v_t.eval_fn)
-				INTO v_res USING v_part;
+			SELECT pg_catalog.array_agg(x) INTO v_res
+			  FROM @extschema@._eval_table(v_t.table_name, v_part, false) AS x;
 		EXCEPTION WHEN OTHERS THEN
 			-- one rule raised: evaluate again rule by rule, recording failures
-			EXECUTE pg_catalog.format('SELECT pg_catalog.array_agg(x) FROM %s($1, true) AS x', v_t.eval_fn)
-				INTO v_res USING v_part;
+			SELECT pg_catalog.array_agg(x) INTO v_res
+			  FROM @extschema@._eval_table(v_t.table_name, v_part, true) AS x;
 		END;
 		v_cands := v_cands || coalesce(v_res, '{}');
 	END LOOP;
