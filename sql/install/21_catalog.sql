@@ -620,25 +620,29 @@ AS $$
 DECLARE
 	v_product	integer := pg_catalog.split_part(aggregate_id, ':', 1)::integer;
 	v_location	integer := pg_catalog.split_part(aggregate_id, ':', 2)::integer;
-	v_qty		numeric;
-	v_res		numeric;
+	v			jsonb;
 	v_company	integer;
-	v_loc		jsonb;
 BEGIN
-	SELECT coalesce(sum(q.quantity), 0), coalesce(sum(q.reserved_quantity), 0), min(q.company_id)
-				 FROM public.stock_quant q WHERE q.product_id = v_product AND q.location_id = v_location
-		INTO v_qty, v_res, v_company;
-	SELECT pg_catalog.jsonb_build_object('id', l.id, 'name', coalesce(l.complete_name, l.name)),
-					  coalesce(v_company, l.company_id)
-				 FROM public.stock_location l WHERE l.id = v_location
-		INTO v_loc, v_company;
-	RETURN pg_catalog.jsonb_build_object(
-		'product', @extschema@._product(v_product),
-		'location', v_loc,
-		'quantity', v_qty,
-		'reserved_quantity', v_res,
-		'available_quantity', v_qty - v_res,
-		'company', @extschema@._company(v_company));
+	-- one query: this builder runs for every stock movement
+	SELECT pg_catalog.jsonb_build_object(
+			'product', pg_catalog.jsonb_build_object(
+				'id', pp.id, 'default_code', coalesce(pp.default_code, pt.default_code),
+				'barcode', pp.barcode, 'name', @extschema@._name(pt.name),
+				'weight', coalesce(pp.weight, pt.weight)),
+			'location', pg_catalog.jsonb_build_object('id', l.id, 'name', coalesce(l.complete_name, l.name)),
+			'quantity', q.qty,
+			'reserved_quantity', q.res,
+			'available_quantity', q.qty - q.res),
+		   coalesce(q.company_id, l.company_id)
+	  FROM (SELECT coalesce(sum(sq.quantity), 0) AS qty, coalesce(sum(sq.reserved_quantity), 0) AS res,
+				   min(sq.company_id) AS company_id
+			  FROM public.stock_quant sq
+			 WHERE sq.product_id = v_product AND sq.location_id = v_location) AS q
+	  LEFT JOIN public.stock_location l ON l.id = v_location
+	  LEFT JOIN public.product_product pp ON pp.id = v_product
+	  LEFT JOIN public.product_template pt ON pt.id = pp.product_tmpl_id
+	  INTO v, v_company;
+	RETURN v || pg_catalog.jsonb_build_object('company', @extschema@._company(v_company));
 END
 $$;
 COMMENT ON FUNCTION @extschema@.payload_inventory(text, jsonb) IS
