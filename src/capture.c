@@ -89,8 +89,9 @@ static int	event_retention = 7 * 24 * 3600;	/* s */
 static int	purge_interval = 3600;	/* s, 0 = never */
 static bool purging = false;
 
-/* flush the batch when its text passes this size */
+/* flush the batch when its text passes this size or row count */
 #define CAPTURE_BATCH_BYTES		(16 * 1024 * 1024)
+#define CAPTURE_BATCH_ROWS		5000
 
 /* State of the worker (one per process) */
 static char slot_name[NAMEDATALEN];
@@ -103,6 +104,7 @@ static MemoryContext capture_context = NULL;
 /* The batch of decoded transactions waiting to be written. */
 static StringInfoData batch;
 static int	batch_ntxn = 0;		/* complete transactions in batch */
+static int	batch_rows = 0;		/* their rows */
 static bool in_txn = false;		/* between a B and its C */
 static int	txn_start = 0;		/* batch.len at the B of the current txn */
 static int	txn_rows = 0;		/* rows of the current txn so far */
@@ -245,6 +247,7 @@ capture_write(LogicalDecodingContext *ctx, XLogRecPtr lsn,
 			}
 			appendStringInfoString(&batch, "]}");
 			batch_ntxn++;
+			batch_rows += txn_rows;
 			batch_end_lsn = lsn;
 			strlcpy(batch_commit_time, txn_commit_time, sizeof(batch_commit_time));
 			break;
@@ -400,6 +403,7 @@ capture_start_decoding(void)
 	}
 	resetStringInfo(&batch);
 	batch_ntxn = 0;
+	batch_rows = 0;
 	in_txn = false;
 	need_restart = false;
 
@@ -551,6 +555,7 @@ capture_flush(void)
 		initStringInfo(&batch);
 	}
 	batch_ntxn = 0;
+	batch_rows = 0;
 }
 
 static void
@@ -630,7 +635,8 @@ odoo_sync_capture_main(Datum main_arg)
 			if (need_restart)
 				break;
 			if (!in_txn &&
-				(batch_ntxn >= capture_batch_size || batch.len >= CAPTURE_BATCH_BYTES))
+				(batch_ntxn >= capture_batch_size || batch_rows >= CAPTURE_BATCH_ROWS ||
+				 batch.len >= CAPTURE_BATCH_BYTES))
 			{
 				capture_flush();
 				if (need_restart)
