@@ -171,6 +171,11 @@ odoo_sync_capture_init(void)
 
 /* ---------------------------------------------------------------- callbacks */
 
+/*
+ * capture_prepare_write
+ *		The plugin starts a line: empty the output buffer (ctx->out lives in
+ *		the decoding context).
+ */
 static void
 capture_prepare_write(LogicalDecodingContext *ctx, XLogRecPtr lsn,
 					  TransactionId xid, bool last_write)
@@ -274,6 +279,12 @@ capture_write(LogicalDecodingContext *ctx, XLogRecPtr lsn,
 
 /* ---------------------------------------------------------------- slot */
 
+/*
+ * capture_drop_and_exit
+ *		The extension is gone: drop the slot (it would retain WAL forever)
+ *		and the origin, mark the database so, and exit.  Outside any
+ *		transaction on entry.
+ */
 static void
 capture_drop_and_exit(void)
 {
@@ -305,9 +316,11 @@ capture_drop_and_exit(void)
 }
 
 /*
- * Creates the slot (first start in this database) and the origin, and sets
- * up the origin for this session.  Outside any transaction on entry and
- * exit.
+ * capture_setup_slot_and_origin
+ *		Creates the slot on the first start in this database, and sets up
+ *		the origin for this session when it exists (it is created by the
+ *		first write, capture_ensure_origin).  Outside any transaction on
+ *		entry and exit.
  */
 static void
 capture_setup_slot_and_origin(void)
@@ -380,6 +393,7 @@ capture_ensure_origin(void)
 	replorigin_session_origin = origin_id;
 }
 
+/* one output plugin option, as pg_logical_slot_get_changes builds them */
 static DefElem *
 option(const char *name, const char *value)
 {
@@ -558,6 +572,11 @@ capture_flush(void)
 	batch_rows = 0;
 }
 
+/*
+ * capture_purge
+ *		Retention: odoo_sync.purge_events() with odoo_sync.event_retention,
+ *		in a transaction of its own (no origin progress involved).
+ */
 static void
 capture_purge(void)
 {
