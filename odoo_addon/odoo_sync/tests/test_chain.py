@@ -75,13 +75,16 @@ class CronRunner(threading.Thread):
                 if select.select([pg_conn], [], [], 0.5)[0]:
                     pg_conn.poll()
                     pg_conn.notifies.clear()
-                self._run_job()
+                try:
+                    self._run_job()
+                except Exception:  # noqa: BLE001 -- keep listening, like Odoo's runner
+                    _logger.exception("odoo_sync test cron: job failed")
 
     def _run_job(self):
         IrCron = odoo.registry(self.dbname)["ir.cron"]
         db = odoo.sql_db.db_connect(self.dbname)
         with db.cursor() as cron_cr:
-            job = type(IrCron)._acquire_one_job(cron_cr, (self.cron_id,))
+            job = IrCron._acquire_one_job(cron_cr, (self.cron_id,))
             if job:
                 self.runs += 1
                 IrCron._process_job(db, cron_cr, job)
