@@ -69,7 +69,8 @@ for i in $(seq 1 120); do
 	sleep 0.5
 done
 "$ODOO_PY" "$TOP/test/odoo/demo_flow.py" --odoo "http://127.0.0.1:$HTTP_PORT" --db demo \
-	--sink "http://127.0.0.1:$(cat "$scratch/sink.port")" --orders "${DEMO_ORDERS:-5}" \
+	--sink "http://127.0.0.1:$(cat "$scratch/sink.port")" \
+	--dsn "host=127.0.0.1 port=$PG_PORT dbname=demo user=odoo password=odoo" --orders "${DEMO_ORDERS:-5}" \
 	${SCREENSHOTS:+--screenshots "$SCREENSHOTS"}
 rc=$?
 if [ -n "${KEEP_RUNNING:-}" ]; then

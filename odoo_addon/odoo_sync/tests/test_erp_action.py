@@ -70,6 +70,15 @@ class TestErpAction(OdooSyncCase):
         self.assertEqual(inv.state, "posted")
         self.assertEqual(inv.invoice_line_ids.filtered(lambda l: l.product_id == self.product).quantity, 2)
 
+    def test_partial_billing_setting(self):
+        settings = self.env["res.config.settings"].create({})
+        settings.odoo_sync_partial_billing = True
+        settings.execute()
+        self.env.cr.execute("SELECT DISTINCT vars->'partial_billing' FROM odoo_sync.billing_rule "
+                            "WHERE vars ? 'partial_billing'")
+        self.assertEqual(self.env.cr.fetchall(), [(True,)])
+        self.assertTrue(self.env["res.config.settings"].create({}).odoo_sync_partial_billing)
+
     def test_partial_pod_without_partial_billing_waits(self):
         self.set_partial_billing(False)
         _so, picking = self.make_order(self.env, self.product, qty=3)
