@@ -42,6 +42,11 @@ SELECT data FROM pg_logical_slot_peek_changes('regress_filter', NULL, NULL, 'add
 SELECT data FROM pg_logical_slot_peek_changes('regress_filter', NULL, NULL,
 	'add-tables', 'public.stock_move', 'columns', 'public.stock_move(no_such_column)');
 \set VERBOSITY default
+-- after an error inside decoding, the session goes on: DDL (relcache
+-- invalidations) and decoding again work
+ALTER TABLE stock_move ADD COLUMN after_error int;
+SELECT count(*) FROM pg_logical_slot_peek_changes('regress_filter', NULL, NULL,
+	'add-tables', 'public.stock_move', 'columns', 'public.stock_move(state)');
 
 SELECT pg_drop_replication_slot('regress_filter');
 DROP TABLE stock_move, stock_quant, bus_bus, no_key;

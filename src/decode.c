@@ -252,6 +252,7 @@ static void decode_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 						   const char *message);
 static bool decode_filter_origin(LogicalDecodingContext *ctx,
 								 RepOriginId origin_id);
+static void relcache_forget(void *arg);
 
 void
 _PG_output_plugin_init(OutputPluginCallbacks *cb)
@@ -775,6 +776,7 @@ decode_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
 {
 	DecodeData *data = palloc0(sizeof(DecodeData));
 	HASHCTL		ctl;
+	MemoryContextCallback *reset_cb;
 
 	data->context = AllocSetContextCreate(ctx->context, "odoo_sync change",
 										  ALLOCSET_DEFAULT_SIZES);
@@ -800,11 +802,19 @@ decode_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
 
 	parse_options(data, ctx->output_plugin_options);
 
-	/* a fresh relation cache per decoding context: options differ */
-	if (relcache_context != NULL)
-		MemoryContextDelete(relcache_context);
+	/*
+	 * A fresh relation cache per decoding context (options differ).  It
+	 * lives in the decoding context's memory, which an error may free
+	 * without calling our shutdown callback: a reset callback forgets the
+	 * static pointers whenever that memory goes, so that the relcache
+	 * invalidation callback never touches freed memory.
+	 */
 	relcache_context = AllocSetContextCreate(ctx->context, "odoo_sync relation cache",
 											 ALLOCSET_DEFAULT_SIZES);
+	reset_cb = MemoryContextAlloc(relcache_context, sizeof(MemoryContextCallback));
+	reset_cb->func = relcache_forget;
+	reset_cb->arg = relcache_context;
+	MemoryContextRegisterResetCallback(relcache_context, reset_cb);
 	retired = NULL;
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(Oid);
@@ -826,13 +836,22 @@ decode_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt,
 								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
+/* Reset callback of the relation cache's memory: forget pointers into it. */
+static void
+relcache_forget(void *arg)
+{
+	if (relcache_context == (MemoryContext) arg)
+	{
+		relcache = NULL;
+		relcache_context = NULL;
+		retired = NULL;
+	}
+}
+
 static void
 decode_shutdown(LogicalDecodingContext *ctx)
 {
-	/* the memory goes with ctx->context; drop our pointers into it */
-	relcache = NULL;
-	relcache_context = NULL;
-	retired = NULL;
+	/* the memory goes with ctx->context; the reset callback does the rest */
 }
 
 /* ---------------------------------------------------------------- origins */
@@ -1279,6 +1298,9 @@ copy_tuple(DecodeData *data, RelInfo *rel, HeapTuple tuple, DecodeItem *prev,
 	HeapTuple	result;
 	MemoryContext old;
 
+	/* past the memory limit rows are written at once: no need to keep them */
+	MemoryContext target = data->overflow ? data->context : data->txn_context;
+
 	*absent_out = NULL;
 
 	/*
@@ -1288,7 +1310,7 @@ copy_tuple(DecodeData *data, RelInfo *rel, HeapTuple tuple, DecodeItem *prev,
 	 */
 	if (!HeapTupleHasExternal(tuple))
 	{
-		old = MemoryContextSwitchTo(data->txn_context);
+		old = MemoryContextSwitchTo(target);
 		result = heap_copytuple(tuple);
 		MemoryContextSwitchTo(old);
 		return result;
@@ -1324,8 +1346,7 @@ copy_tuple(DecodeData *data, RelInfo *rel, HeapTuple tuple, DecodeItem *prev,
 			{
 				if (absent == NULL)
 				{
-					absent = MemoryContextAlloc(data->txn_context,
-												BITMAPLEN(rel->natts));
+					absent = MemoryContextAlloc(target, BITMAPLEN(rel->natts));
 					memset(absent, 0xFF, BITMAPLEN(rel->natts));
 				}
 				/* a cleared bit means absent (att_isnull reads it so) */
@@ -1336,7 +1357,7 @@ copy_tuple(DecodeData *data, RelInfo *rel, HeapTuple tuple, DecodeItem *prev,
 		else if (VARATT_IS_EXTERNAL(v))
 			data->values[i] = PointerGetDatum(detoast_external_attr(v));
 	}
-	old = MemoryContextSwitchTo(data->txn_context);
+	old = MemoryContextSwitchTo(target);
 	result = heap_form_tuple(rel->desc, data->values, data->nulls);
 	MemoryContextSwitchTo(old);
 	*absent_out = absent;
@@ -1505,7 +1526,7 @@ decode_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 	}
 
 	keyed = data->coalesce && !data->overflow &&
-		tuple_key(data, rel, op == 'D' ? oldtup : (oldtup && op == 'U' && !rel->ri_full ? oldtup : newtup), &key);
+		tuple_key(data, rel, oldtup != NULL ? oldtup : newtup, &key);
 
 	/* an UPDATE that changes the key: the old key's row is deleted */
 	if (keyed && op == 'U' && oldtup != NULL)
