@@ -270,6 +270,33 @@ class TestChain(HttpCase, OdooSyncFixtures):
                               WHERE p.backorder_id = %s""", (picking_id,))
         self.assertEqual([r[0] for r in back], [1.0])
 
+    def test_retry_and_replay_deliveries(self):
+        """Retry (same endpoint) and Replay (every subscriber) send the same
+        event again: the sink sees its webhook-id twice more."""
+        _so_id, picking_id, *_rest = self.new_order(1)
+        subject = "stock.picking/%s" % picking_id
+        ev = self.wait_sink("dispatch.order.ready", subject)[0]
+        with self.committed() as env:
+            d = env["odoo_sync.delivery"].search([("event_uuid", "=", ev["id"]),
+                                                  ("endpoint", "=", self.endpoint_name)])
+            self.assertEqual(d.state, "delivered")
+            d.action_retry()
+            d.action_replay()
+        poll("the event delivered three times", lambda: len(
+            [e for e in self.sink_events() if e["id"] == ev["id"]]) >= 3)
+
+    def test_endpoint_test_ping_is_signed(self):
+        with self.committed() as env:
+            ep = env["odoo_sync.endpoint"].search([("name", "=", self.endpoint_name)])
+            res = ep.action_test_ping()
+        self.assertEqual(res["params"]["type"], "success", res["params"]["message"])
+        r = requests.get(self.sink_url + "/_control/requests", params={"path": "/hook"}, timeout=10).json()
+        ping = [q for q in r["requests"] if '"odoo_sync.ping"' in q["body"]][-1]
+        headers = {k.lower(): v for k, v in ping["headers"]}
+        expected = self.env["odoo_sync.inbound.source"].sign(
+            SECRET, headers["webhook-id"], headers["webhook-timestamp"], ping["body"])
+        self.assertEqual(headers["webhook-signature"], expected)
+
     def test_bad_signature_refused(self):
         with self.committed() as env:
             picking = env["stock.picking"].search([("picking_type_code", "=", "outgoing")], limit=1)

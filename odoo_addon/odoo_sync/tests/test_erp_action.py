@@ -177,6 +177,20 @@ class TestErpAction(OdooSyncCase):
         self.assertEqual(picking.odoo_sync_invoice_ids, self.invoices(picking))
         self.assertEqual(len(picking.odoo_sync_action_ids), 3)
 
+    def test_multi_company_rules(self):
+        _so, picking = self.make_order(self.env, self.product, qty=1)
+        self.deliver(picking)
+        other = self.env["res.company"].create({"name": "odoo_sync other company"})
+        user = self.env["res.users"].create({
+            "name": "other company sync user", "login": "sync_other_t",
+            "company_id": other.id, "company_ids": [(6, 0, other.ids)],
+            "groups_id": [(6, 0, [self.env.ref("odoo_sync.group_odoo_sync_user").id,
+                                  self.env.ref("stock.group_stock_user").id])]})
+        for model in ("odoo_sync.inbound.event", "odoo_sync.erp.action", "odoo_sync.shipment.history"):
+            mine = self.env[model].search([("picking_id", "=", picking.id)])
+            self.assertTrue(mine, model)
+            self.assertFalse(self.env[model].with_user(user).search([("picking_id", "=", picking.id)]), model)
+
     def test_reapply_dead_inbound(self):
         _so, picking = self.make_order(self.env, self.product, qty=1)
         self.ingest([self.milestone(picking, "loaded")])
