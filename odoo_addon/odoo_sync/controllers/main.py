@@ -17,6 +17,10 @@ event once per (source, id).  Answers:
     401  unknown source, missing or bad signature, stale timestamp
     413  body larger than the source's limit (or the extension's)
     400  not JSON, or not an event or an array of events
+    500  the call to ingest failed for a reason of ours (logged)
+
+auth='none' needs the database to be known without a session: run Odoo with
+one database (-d / db_name) or a dbfilter that selects it from the host name.
 """
 import json
 import logging
@@ -78,7 +82,13 @@ class OdooSyncEvents(http.Controller):
                 rows = cr.dictfetchall()
         except psycopg2.Error as e:
             code = e.pgcode or ""
-            status = 413 if code == "54000" else 400
+            if code == "54000":     # program_limit_exceeded: size, depth, batch length
+                status = 413
+            elif code[:2] == "22" or code == "42804":   # the document itself is wrong
+                status = 400
+            else:                   # ours (privileges, extension missing...): not the sender's
+                _logger.error("odoo_sync: ingest failed for source %s: %s", source, e)
+                return _json(500, {"error": "internal error", "sqlstate": code})
             return _json(status, {"error": e.diag.message_primary or str(e),
                                   "detail": e.diag.message_detail, "sqlstate": code})
         statuses = {r["status"] for r in rows}
