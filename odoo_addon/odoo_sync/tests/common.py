@@ -95,16 +95,28 @@ class OdooSyncCase(TransactionCase, OdooSyncFixtures):
         return self.env.cr.fetchall()
 
     def apply_pending(self):
-        """Apply the accepted events of this transaction, in the apply
-        worker's order; returns how many ERP actions they queued."""
+        """Apply the accepted events of this transaction as the apply worker
+        does: each event in (picking, event_time, id) order through
+        odoo_sync._apply_event, then the billing rules once per picking
+        (odoo_sync._evaluate_billing). Returns how many ERP actions were
+        queued."""
         self.env.flush_all()
-        self.env.cr.execute("""
-            SELECT coalesce(sum(odoo_sync._apply_event(id)), 0) FROM (
-                SELECT id FROM odoo_sync.inbound WHERE state = 'accepted'
-                 ORDER BY picking_id, event_time, id) x""")
-        n = self.env.cr.fetchone()[0]
+        cr = self.env.cr
+        cr.execute("""SELECT id, picking_id FROM odoo_sync.inbound WHERE state = 'accepted'
+                       ORDER BY picking_id, event_time, id""")
+        last = {}
+        queued = 0
+        for inbound_id, picking_id in cr.fetchall():
+            cr.execute("SELECT odoo_sync._apply_event(%s)", (inbound_id,))
+            queued += cr.fetchone()[0] or 0
+            last[picking_id] = inbound_id
+        for picking_id, inbound_id in last.items():
+            cr.execute("""SELECT odoo_sync._evaluate_billing(%s, %s,
+                              (SELECT correlation_id FROM odoo_sync.shipment WHERE picking_id = %s))""",
+                       (picking_id, inbound_id, picking_id))
+            queued += cr.fetchone()[0] or 0
         self.env.invalidate_all()
-        return n
+        return queued
 
     def run_actions(self):
         ids = self.Action._run_pending(commit=False)
