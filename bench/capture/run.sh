@@ -8,6 +8,10 @@
 #               written while the workers are off (odoo_sync.enabled = off);
 #               then capture is turned on and the backlog is timed until the
 #               last event is in the log: changes/s = CHANGES / seconds.
+#   evaluated   the same number of updates of stock_move.quantity: decoded,
+#               rules evaluated, shadow kept, no event (the common case: most
+#               of Odoo's writes to watched tables are not business events);
+#               timed until the slot is confirmed past them.
 #   latency     a steady RATE transactions/s for SECONDS s (pgbench -R), one
 #               quant update each; per event, commit -> event latency =
 #               captured_at - commit_time (the commit timestamp from WAL; the
@@ -78,6 +82,28 @@ cps=$(awk -v n="$(( ntx * TXN_ROWS ))" -v s="$(awk -v a="$tw" -v b="$t1" 'BEGIN{
 echo "changes=$(( ntx * TXN_ROWS )) events=$got: ${secs}s from 'enabled = on' to the last event: $total_cps changes/s"
 echo "from the capture worker's start to the last event: $cps changes/s"
 
+echo "== evaluated only: $CHANGES updates of stock_move.quantity (watched table, rules evaluated, shadow kept, no event)"
+psql_b >/dev/null <<SQL
+INSERT INTO stock_move (company_id, product_id, product_uom, location_id, location_dest_id, name,
+	procure_method, product_uom_qty, product_qty, quantity, state, picking_type_id, date)
+SELECT 1, 17, 1, 8, 5, 'bench move ' || g, 'make_to_stock', 3, 3, 0, 'assigned', 2, now()
+FROM generate_series(1, $TXN_ROWS) g;
+SQL
+psql_p -d postgres -c "ALTER SYSTEM SET odoo_sync.enabled = off" -c "SELECT pg_reload_conf()" >/dev/null
+wait_for "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'odoo_sync capture'" 0 30
+for i in $(seq 1 "$ntx"); do
+	echo "UPDATE stock_move SET quantity = quantity + 1, write_date = now() WHERE name LIKE 'bench move %';"
+done | psql_b >/dev/null
+target=$(psql_b -Atc "SELECT pg_current_wal_lsn()")
+events_before=$(psql_b -Atc "SELECT count(*) FROM odoo_sync.event")
+psql_p -d postgres -c "ALTER SYSTEM SET odoo_sync.enabled = on" -c "SELECT pg_reload_conf()" >/dev/null
+wait_for "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'odoo_sync capture'" 1 30
+tw=$(date +%s.%N)
+wait_for "SELECT confirmed_flush_lsn >= '$target' FROM odoo_sync.capture_status" t 600
+t1=$(date +%s.%N)
+eval_cps=$(awk -v n="$(( ntx * TXN_ROWS ))" -v a="$tw" -v b="$t1" 'BEGIN{printf "%d", n/(b-a)}')
+echo "changes=$(( ntx * TXN_ROWS )) new events=$(( $(psql_b -Atc "SELECT count(*) FROM odoo_sync.event") - events_before )): $eval_cps changes/s"
+
 echo "== latency: $RATE transactions/s for ${SECONDS_RUN}s, one quant update each"
 cat >"$dir/tx.sql" <<SQL
 \set id random(100001, $(( 100000 + TXN_ROWS )))
@@ -96,5 +122,6 @@ psql_b -Atc "SELECT 'events=' || count(*) || ' p50_ms=' ||
 	FROM odoo_sync.event WHERE seq > $start_seq"
 p99=$(psql_b -Atc "SELECT round((percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM captured_at - commit_time)) * 1000)::numeric, 2)
 	FROM odoo_sync.event WHERE seq > $start_seq")
+echo "changes_evaluated_per_s=$eval_cps"
 echo "changes_per_s=$cps"
 echo "latency_p99_ms=$p99"
