@@ -37,7 +37,6 @@ COMMENT ON FUNCTION @extschema@._name(jsonb) IS
 CREATE FUNCTION @extschema@.is_outgoing(picking_type_id integer)
 RETURNS boolean
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, @extschema@
 AS $$
 #variable_conflict use_variable
 DECLARE
@@ -55,7 +54,6 @@ GRANT EXECUTE ON FUNCTION @extschema@.is_outgoing(integer) TO odoo_sync_reader;
 CREATE FUNCTION @extschema@.is_internal_location(location_id integer)
 RETURNS boolean
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, @extschema@
 AS $$
 #variable_conflict use_variable
 DECLARE
@@ -199,6 +197,10 @@ $$;
 COMMENT ON FUNCTION @extschema@._sale_order_ref(integer) IS 'Private: {id, name, client_order_ref} of a sale order.';
 
 -- ------------------------------------------------------------------ correlation
+--
+-- The helpers below and the condition functions run once per row or event:
+-- they carry no SET search_path of their own (it would cost a GUC change per
+-- call) and name every object schema-qualified instead.
 
 -- The sale order an invoice or credit note comes from: through the invoice
 -- lines (sale_order_line_invoice_rel, real Odoo), else invoice_origin, and
@@ -287,7 +289,6 @@ COMMENT ON FUNCTION @extschema@._so_correlation(integer) IS
 CREATE FUNCTION @extschema@.correlation_id(aggregate_type text, aggregate_id text)
 RETURNS text
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, @extschema@
 AS $$
 #variable_conflict use_variable
 DECLARE

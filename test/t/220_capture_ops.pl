@@ -99,6 +99,24 @@ is($node->safe_psql('two', q{SELECT count(DISTINCT payload->>'db') || ':' || min
 is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'odoo_sync_capture_%' AND active}),
 	'2', 'one active slot per database');
 
+# ------------------------------------------------------------------ dump and restore
+# rules, events and shadow are in the dump; after pg_restore one call to
+# rebuild_rules() makes the rules active again
+my $dump = $node->basedir . '/two.dump';
+$node->command_ok([ 'pg_dump', '-Fc', '-h', $node->host, '-p', $node->port, '-U', 'postgres', '-f', $dump, 'two' ],
+	'pg_dump of a database with rules');
+$node->safe_psql('postgres', 'CREATE DATABASE three');
+$node->command_ok([ 'pg_restore', '-h', $node->host, '-p', $node->port, '-U', 'postgres', '-d', 'three', $dump ],
+	'pg_restore');
+is($node->safe_psql('three', q{SELECT count(*) || ' rules, ' || (SELECT count(*) FROM odoo_sync.event) || ' events'
+	FROM odoo_sync.rule}), '1 rules, 7 events', 'rules and events restored');
+$node->safe_psql('three', 'SELECT odoo_sync.rebuild_rules()');
+my $t3 = $node->safe_psql('three', q{INSERT INTO public.tick (note) VALUES ('restored') RETURNING id});
+ok(poll_for($node, 'three', "SELECT count(*) FROM odoo_sync.event WHERE aggregate_id = '$t3'", '1', 15),
+	'the restored database captures');
+$node->safe_psql('three', 'DROP EXTENSION odoo_sync');
+$node->safe_psql('postgres', 'DROP DATABASE three');
+
 # ------------------------------------------------------------------ retained WAL
 my $start_lsn = $node->safe_psql('one', 'SELECT pg_current_wal_lsn()');
 $node->safe_psql('one', qq{INSERT INTO public.tick (note) SELECT repeat('x', 200) FROM generate_series(1, 5000) g})
