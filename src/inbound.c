@@ -126,6 +126,11 @@ static const char *const weight_uoms[] = {"kg", "lb", NULL};
 /*
  * odoo_sync_inbound_init
  *		Defines the inbound settings (called by _PG_init).
+ *
+ * The ingest limits are PGC_SUSET rather than PGC_SIGHUP: still set in
+ * postgresql.conf and reloaded, but also per role or database
+ * (ALTER ROLE odoo_sync_ingest SET ...), while the roles that call ingest()
+ * can never raise their own limits.
  */
 void
 odoo_sync_inbound_init(void)
@@ -137,7 +142,7 @@ odoo_sync_inbound_init(void)
 							"as a whole.",
 							&ingest_max_document_size,
 							1024 * 1024, 1024, 256 * 1024 * 1024,
-							PGC_SIGHUP, GUC_UNIT_BYTE,
+							PGC_SUSET, GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("odoo_sync.ingest_max_depth",
 							"Deepest nesting of objects and arrays "
@@ -146,14 +151,14 @@ odoo_sync_inbound_init(void)
 							"levels; a proof of delivery needs 5.",
 							&ingest_max_depth,
 							16, 6, 1000,
-							PGC_SIGHUP, 0,
+							PGC_SUSET, 0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("odoo_sync.ingest_max_batch",
 							"Most events one odoo_sync.ingest() call accepts.",
 							NULL,
 							&ingest_max_batch,
 							1000, 1, 100000,
-							PGC_SIGHUP, 0,
+							PGC_SUSET, 0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("odoo_sync.ingest_max_clock_skew",
 							"How far in the future an inbound event's time "
@@ -163,7 +168,7 @@ odoo_sync_inbound_init(void)
 							"rejected.",
 							&ingest_max_clock_skew,
 							5 * 60 * 1000, 0, INT_MAX,
-							PGC_SIGHUP, GUC_UNIT_MS,
+							PGC_SUSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	odoo_sync_apply_define_gucs();
 }

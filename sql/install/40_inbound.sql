@@ -835,3 +835,15 @@ GRANT SELECT ON @extschema@.inbound, @extschema@.handler, @extschema@.shipment,
 	@extschema@.shipment_history, @extschema@.erp_action, @extschema@.billing_rule,
 	@extschema@.inbound_dead, @extschema@.erp_action_waiting TO odoo_sync_reader;
 GRANT INSERT, UPDATE, DELETE ON @extschema@.billing_rule TO odoo_sync_admin;
+
+-- Private helpers: nobody but the extension's own code calls them.
+REVOKE ALL ON FUNCTION @extschema@._status_rank(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._shipment_ensure(integer, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._note(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._action_payload(text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._evaluate_billing(integer, bigint, text) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE @extschema@.handle_route_assigned(@extschema@.inbound) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE @extschema@.handle_milestone(@extschema@.inbound) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE @extschema@.handle_pod(@extschema@.inbound) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE @extschema@.handle_weight_confirmed(@extschema@.inbound) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE @extschema@.handle_charge(@extschema@.inbound) FROM PUBLIC;
