@@ -260,10 +260,10 @@ GRANT EXECUTE ON FUNCTION @extschema@.register_handler(text, regprocedure) TO od
 
 ------------------------------------------------------------------ shipment state helpers
 
+-- No SET clause: it references nothing, and without one the planner inlines it.
 CREATE FUNCTION @extschema@._status_rank(status text)
 RETURNS integer
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, @extschema@
 AS $$
 	SELECT CASE status
 		WHEN 'loaded' THEN 1 WHEN 'in_transit' THEN 2 WHEN 'arrived' THEN 3
@@ -311,6 +311,10 @@ BEGIN
 		RETURN NULL;
 	END IF;
 	SELECT p.state, p.sale_id INTO pk FROM public.stock_picking p WHERE p.id = p_picking;
+	-- per-move quantities matter once a proof of delivery is in
+	IF s.pod IS NULL THEN
+		v_lines := '[]';
+	ELSE
 	SELECT COALESCE(jsonb_agg(jsonb_build_object(
 			'move_id', m.id, 'product_id', m.product_id,
 			'ordered', m.product_uom_qty,
@@ -321,6 +325,7 @@ BEGIN
 	  INTO v_lines
 	  FROM public.stock_move m
 	 WHERE m.picking_id = p_picking AND COALESCE(m.state, '') <> 'cancel';
+	END IF;
 	RETURN jsonb_build_object(
 		'picking_id', s.picking_id, 'picking_name', s.picking_name,
 		'picking_state', pk.state, 'sale_order_id', COALESCE(pk.sale_id, s.sale_order_id),
@@ -335,7 +340,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION @extschema@.shipment_state(integer) IS
-	'The state of a shipment as one JSON document: what billing rule conditions (jsonpath) are evaluated against.';
+	'The state of a shipment as one JSON document: what billing rule conditions (jsonpath) are evaluated against. lines (per move: ordered, delivered) is filled once a proof of delivery is in.';
 REVOKE ALL ON FUNCTION @extschema@.shipment_state(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.shipment_state(integer) TO odoo_sync_reader;
 
@@ -371,9 +376,9 @@ BEGIN
 			   write_date = pg_catalog.now() AT TIME ZONE 'UTC'
 		 WHERE id = ev.picking_id
 		   AND carrier_tracking_ref IS DISTINCT FROM v_ref;
-		PERFORM _note('route assigned; carrier_tracking_ref set');
+		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'route assigned; carrier_tracking_ref set', true);
 	ELSE
-		PERFORM _note('route assigned');
+		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'route assigned', true);
 	END IF;
 END
 $$;
@@ -404,20 +409,20 @@ BEGIN
 		IF v_status = 'delayed' THEN
 			IF s.status IS DISTINCT FROM 'delivered' AND s.status IS DISTINCT FROM 'returned' THEN
 				UPDATE shipment SET delayed = true WHERE picking_id = ev.picking_id;
-				PERFORM _note('delayed');
+				PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'delayed', true);
 			ELSE
-				PERFORM _note('kept in history: delay reported after delivery');
+				PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'kept in history: delay reported after delivery', true);
 			END IF;
 		ELSIF s.delivered_at IS NOT NULL AND ev.event_time <= s.delivered_at THEN
 			-- an exception that happened before the delivery we know of
-			PERFORM _note('kept in history: exception before delivery');
+			PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'kept in history: exception before delivery', true);
 		ELSE
 			UPDATE shipment
 			   SET open_exception = jsonb_build_object(
 					'code', d->>'exception_code', 'text', d->>'exception_text',
 					'status', v_status, 'time', ev.event_time, 'inbound_id', ev.id)
 			 WHERE picking_id = ev.picking_id;
-			PERFORM _note('exception opened');
+			PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'exception opened', true);
 		END IF;
 		RETURN;
 	END IF;
@@ -438,10 +443,10 @@ BEGIN
 						 AND (open_exception->>'time')::timestamptz <= ev.event_time THEN NULL
 					ELSE open_exception END
 		 WHERE picking_id = ev.picking_id;
-		PERFORM _note('status ' || COALESCE(s.status, 'none') || ' -> ' || v_status);
+		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'status ' || COALESCE(s.status, 'none') || ' -> ' || v_status, true);
 	ELSE
-		PERFORM _note('kept in history: ' || v_status || ' does not move status '
-					  || COALESCE(s.status, 'none') || ' back');
+		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'kept in history: ' || v_status || ' does not move status '
+					  || COALESCE(s.status, 'none') || ' back', true);
 	END IF;
 END
 $$;
@@ -470,7 +475,7 @@ BEGIN
 	END IF;
 	SELECT * INTO s FROM shipment WHERE picking_id = ev.picking_id FOR UPDATE;
 	IF s.pod IS NOT NULL THEN
-		PERFORM _note('kept in history: proof of delivery already recorded');
+		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'kept in history: proof of delivery already recorded', true);
 		RETURN;
 	END IF;
 
@@ -521,8 +526,8 @@ BEGIN
 		   open_exception = CASE WHEN (open_exception->>'time')::timestamptz <= v_delivered
 								 THEN NULL ELSE open_exception END
 	 WHERE picking_id = ev.picking_id;
-	PERFORM _note(CASE WHEN v_full THEN 'proof of delivery: complete'
-					   ELSE 'proof of delivery: partial' END);
+	PERFORM pg_catalog.set_config('odoo_sync_apply.note', CASE WHEN v_full THEN 'proof of delivery: complete'
+					   ELSE 'proof of delivery: partial' END, true);
 END
 $$;
 COMMENT ON PROCEDURE @extschema@.handle_pod(@extschema@.inbound) IS
@@ -537,7 +542,7 @@ BEGIN
 	   SET weight = (ev.data->>'weight')::numeric,
 		   weight_uom = COALESCE(ev.data->>'uom', 'kg')
 	 WHERE picking_id = ev.picking_id;
-	PERFORM _note('weight confirmed');
+	PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'weight confirmed', true);
 END
 $$;
 COMMENT ON PROCEDURE @extschema@.handle_weight_confirmed(@extschema@.inbound) IS
@@ -566,7 +571,7 @@ BEGIN
 	SELECT * INTO inv FROM erp_action
 	 WHERE idempotency_key = 'create_invoice:' || ev.picking_id FOR UPDATE;
 	IF NOT FOUND THEN
-		PERFORM _note('charge recorded; will be invoiced');
+		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'charge recorded; will be invoiced', true);
 	ELSIF inv.state = 'pending' THEN
 		-- the addon has not started the invoice yet: it takes the charge too
 		UPDATE erp_action
@@ -574,7 +579,7 @@ BEGIN
 								   COALESCE(payload->'charges', '[]') || jsonb_build_array(v_charge)),
 			   updated_at = pg_catalog.clock_timestamp()
 		 WHERE id = inv.id;
-		PERFORM _note('charge added to the pending invoice action');
+		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'charge added to the pending invoice action', true);
 	ELSE
 		-- invoicing has started or is done: an adjustment of its own
 		v_kind := CASE WHEN (d->>'amount')::numeric < 0 THEN 'credit_note'
@@ -588,7 +593,7 @@ BEGIN
 								   'invoice_action', inv.idempotency_key),
 				'post_invoice:' || ev.picking_id, ev.id, ev.correlation_id)
 		ON CONFLICT (idempotency_key) DO NOTHING;
-		PERFORM _note('charge after invoicing: ' || v_kind || ' queued');
+		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'charge after invoicing: ' || v_kind || ' queued', true);
 	END IF;
 END
 $$;
@@ -645,6 +650,8 @@ BEGIN
 				AND NOT EXISTS (SELECT 1 FROM erp_action a
 								 WHERE a.idempotency_key = b.action || ':' || p_picking)
 			  ORDER BY b.priority, b.id LOOP
+		-- checked here, not in the query: an action queued by an earlier
+		-- rule of this loop satisfies a later rule's prerequisite
 		IF r.depends_on IS NOT NULL AND NOT EXISTS (
 				SELECT 1 FROM erp_action a
 				 WHERE a.idempotency_key = r.depends_on || ':' || p_picking) THEN
@@ -697,16 +704,26 @@ BEGIN
 			USING ERRCODE = 'undefined_function',
 				  HINT = 'Register one with odoo_sync.register_handler(), then odoo_sync.reapply_dead().';
 	END IF;
-	PERFORM _shipment_ensure(ev.picking_id, ev.correlation_id);
 	SELECT s.status INTO v_before FROM shipment s WHERE s.picking_id = ev.picking_id;
+	IF NOT FOUND THEN
+		PERFORM _shipment_ensure(ev.picking_id, ev.correlation_id);
+	END IF;
 	PERFORM pg_catalog.set_config('odoo_sync_apply.note', '', true);
 
-	EXECUTE v_call USING ev;
+	-- built-in handlers by static CALL (its plan is cached), others dynamically
+	CASE v_call
+		WHEN 'CALL @extschema@.handle_milestone($1)' THEN CALL handle_milestone(ev);
+		WHEN 'CALL @extschema@.handle_pod($1)' THEN CALL handle_pod(ev);
+		WHEN 'CALL @extschema@.handle_charge($1)' THEN CALL handle_charge(ev);
+		WHEN 'CALL @extschema@.handle_route_assigned($1)' THEN CALL handle_route_assigned(ev);
+		WHEN 'CALL @extschema@.handle_weight_confirmed($1)' THEN CALL handle_weight_confirmed(ev);
+		ELSE EXECUTE v_call USING ev;
+	END CASE;
 
-	SELECT s.status INTO v_after FROM shipment s WHERE s.picking_id = ev.picking_id;
 	UPDATE shipment SET last_inbound_id = ev.id, updated_at = pg_catalog.now(),
 		   correlation_id = COALESCE(correlation_id, ev.correlation_id)
-	 WHERE picking_id = ev.picking_id;
+	 WHERE picking_id = ev.picking_id
+	RETURNING status INTO v_after;
 	v_note := NULLIF(pg_catalog.current_setting('odoo_sync_apply.note', true), '');
 	INSERT INTO shipment_history (picking_id, inbound_id, type, event_time,
 								  status_before, status_after, effect, data)
