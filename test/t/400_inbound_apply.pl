@@ -264,6 +264,18 @@ for (1 .. 100)
 ok($heard, 'NOTIFY cron_trigger with the database name reaches a listener in database postgres');
 $listener->quit;
 
+# ---------------------------------------------------------------- the demo's dispatch simulator
+run_file("$top/demo/inbound_dispatch.sql");
+my $p8 = sqlv(q{SELECT inbound_test.make_picking('SHIP-H', ARRAY[2, 1])});
+is(sqlv(q{SELECT string_agg(DISTINCT status, ',') FROM dispatch_sim.answer('{"type":"dispatch.order.ready","subject":"SHIP-H"}')}),
+	'accepted', 'the simulated dispatch system answers dispatch.order.ready through ingest');
+ok(settled(), 'applied');
+is(status_of($p8), 'delivered', 'the shipment is delivered');
+like(sqlv(q{SELECT string_agg(detail, ';') FROM dispatch_sim.status('SHIP-H') WHERE what = 'erp action'}),
+	qr/create_invoice \[pending\]/, 'the queued billing action is shown');
+is(sqlv(q{SELECT string_agg(DISTINCT status, ',') FROM dispatch_sim.run('SHIP-H')}), 'duplicate',
+	'running it again changes nothing');
+
 # ---------------------------------------------------------------- crash mid-batch
 sqlv(q{CREATE TABLE slow_calls (inbound_id bigint);
 	CREATE PROCEDURE acme_slow(ev odoo_sync.inbound) LANGUAGE plpgsql
