@@ -7,7 +7,9 @@
  * claims a batch of accepted events from odoo_sync.inbound and applies them
  * in one short transaction:
  *
- *	- the batch is chosen by shipment: the pickings of the oldest accepted
+ *	- a batch (odoo_sync.apply_batch_size, 64: one subtransaction per event,
+ *	  and 64 is what PGPROC caches before snapshots of every session
+ *	  overflow to pg_subtrans) is chosen by shipment: the pickings of the oldest accepted
  *	  events, then all their accepted events in (event_time, id) order, so
  *	  a shipment's pending events are applied in their own time order even
  *	  when they arrived out of order;
@@ -68,7 +70,7 @@
 #include "odoo_sync.h"
 #include "inbound.h"
 
-int			odoo_sync_apply_batch_size = 500;
+int			odoo_sync_apply_batch_size = 64;
 int			odoo_sync_apply_naptime = 10000;
 
 static SPIPlanPtr plan_claim = NULL;
@@ -89,9 +91,12 @@ odoo_sync_apply_define_gucs(void)
 	DefineCustomIntVariable("odoo_sync.apply_batch_size",
 							"Most inbound events the apply worker applies in "
 							"one transaction.",
-							NULL,
+							"Each event is a subtransaction; up to 64 of them "
+							"fit in PostgreSQL's per-backend subtransaction "
+							"cache, beyond that every other session's "
+							"snapshots become slower.",
 							&odoo_sync_apply_batch_size,
-							500, 1, 100000,
+							64, 1, 100000,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("odoo_sync.apply_naptime",

@@ -25,6 +25,7 @@ SINGLE_EVENTS=${SINGLE_EVENTS:-6000}
 BATCHES=${BATCHES:-300}
 LAT_RATE=${LAT_RATE:-500}
 LAT_SECONDS=${LAT_SECONDS:-10}
+APPLY_BATCH=${APPLY_BATCH:-}		# odoo_sync.apply_batch_size, default: the extension's
 
 make_tmp_install >/dev/null
 scratch=$(mktemp -d /tmp/odoo_sync_bench_inbound.XXXXXX)
@@ -33,7 +34,8 @@ port=$(free_port)
 cleanup() { stop_cluster "$scratch/pg"; rm -rf "$scratch"; }
 trap cleanup EXIT
 EXTRA_CONF="odoo_sync.apply_naptime = 1s
-log_min_messages = warning" start_cluster "$scratch/pg" "$port"
+log_min_messages = warning${APPLY_BATCH:+
+odoo_sync.apply_batch_size = $APPLY_BATCH}" start_cluster "$scratch/pg" "$port"
 
 psql_() { as_pg psql -X -q -h 127.0.0.1 -p "$port" -U postgres -d bench -v ON_ERROR_STOP=1 "$@"; }
 val() { psql_ -Atc "$1"; }
@@ -88,7 +90,7 @@ set_enabled() {
 	psql_ -c "ALTER SYSTEM SET odoo_sync.enabled = $1" -c 'SELECT pg_reload_conf()' >/dev/null
 }
 
-echo "odoo_sync inbound benchmark: $CLIENTS clients, $PICKINGS pickings, PostgreSQL $(val 'SHOW server_version'), $(nproc) cores"
+echo "odoo_sync inbound benchmark: $CLIENTS clients, $PICKINGS pickings, apply batch $(val 'SHOW odoo_sync.apply_batch_size'), PostgreSQL $(val 'SHOW server_version'), $(nproc) cores"
 
 # warm-up (plans, caches)
 pgbench_run ingest1.sql 200 >/dev/null
