@@ -80,6 +80,9 @@ static SPIPlanPtr plan_cron = NULL;
 
 static BackgroundWorkerHandle *notify_handle = NULL;
 static bool notify_pending = false;
+static bool origin_ready = false;
+
+static void setup_origin(void);
 
 /*
  * odoo_sync_apply_define_gucs
@@ -229,8 +232,9 @@ record_failure(int64 id, ErrorData *e)
 
 /*
  * Applies one batch in one transaction.  Returns the number of events
- * claimed; *present is false when the extension is gone, *wake_cron true
- * when Odoo's cron runner should be notified after commit.
+ * claimed, or -1 when the batch must be run again at once; *present is false
+ * when the extension is gone, *wake_cron true when Odoo's cron runner should
+ * be notified after commit.
  */
 static int
 apply_batch(bool *present, bool *wake_cron)
@@ -270,6 +274,20 @@ apply_batch(bool *present, bool *wake_cron)
 											 SPI_tuptable->tupdesc, 1, &isnull));
 	}
 	SPI_freetuptable(SPI_tuptable);
+
+	/*
+	 * The replication origin is set up before the first write, in a
+	 * transaction of its own (a database that never receives inbound events
+	 * gets none); the caller runs the batch again at once.
+	 */
+	if (n > 0 && !origin_ready)
+	{
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		setup_origin();
+		return -1;
+	}
 
 	if (n > 0)
 		pgstat_report_activity(STATE_RUNNING, "odoo_sync apply: applying inbound events");
@@ -368,22 +386,54 @@ maybe_notify_cron(void)
 }
 
 /*
- * Creates (if needed) and sets up this database's replication origin.
+ * Creates (if needed) and sets up this database's replication origin, and
+ * drops the apply origins of databases that no longer exist (origins are
+ * cluster-wide and DROP DATABASE leaves them behind).
  */
 static void
 setup_origin(void)
 {
 	char		name[NAMEDATALEN];
 	RepOriginId origin;
+	List	   *orphans = NIL;
+	ListCell   *lc;
 
 	snprintf(name, sizeof(name), "%s_%u", ODOO_SYNC_APPLY_ORIGIN_PREFIX, MyDatabaseId);
+	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	origin = replorigin_by_name(name, true);
 	if (origin == InvalidRepOriginId)
 		origin = replorigin_create(name);
+	if (SPI_connect() == SPI_OK_CONNECT)
+	{
+		char	   *sql;
+
+		PushActiveSnapshot(GetTransactionSnapshot());
+		sql = psprintf("SELECT roname FROM pg_catalog.pg_replication_origin "
+					   "WHERE roname ~ '^%s_[0-9]{1,10}$' "
+					   "AND pg_catalog.substr(roname, %d)::bigint "
+					   "NOT IN (SELECT oid::bigint FROM pg_catalog.pg_database)",
+					   ODOO_SYNC_APPLY_ORIGIN_PREFIX,
+					   (int) strlen(ODOO_SYNC_APPLY_ORIGIN_PREFIX) + 2);
+
+		if (SPI_execute(sql, true, 0) == SPI_OK_SELECT)
+		{
+			MemoryContext old = MemoryContextSwitchTo(CurTransactionContext);
+
+			for (uint64 i = 0; i < SPI_processed; i++)
+				orphans = lappend(orphans, SPI_getvalue(SPI_tuptable->vals[i],
+														SPI_tuptable->tupdesc, 1));
+			MemoryContextSwitchTo(old);
+		}
+		PopActiveSnapshot();
+		SPI_finish();
+	}
+	foreach(lc, orphans)
+		replorigin_drop_by_name((char *) lfirst(lc), true, false);
 	CommitTransactionCommand();
 	replorigin_session_setup(origin);
 	replorigin_session_origin = origin;
+	origin_ready = true;
 }
 
 /*
@@ -394,6 +444,8 @@ drop_origin(void)
 {
 	char		name[NAMEDATALEN];
 
+	if (!origin_ready)
+		return;
 	snprintf(name, sizeof(name), "%s_%u", ODOO_SYNC_APPLY_ORIGIN_PREFIX, MyDatabaseId);
 	replorigin_session_reset();
 	replorigin_session_origin = InvalidRepOriginId;
@@ -413,7 +465,6 @@ odoo_sync_apply_main(Datum main_arg)
 
 	if (!odoo_sync_worker_attach(OSW_APPLY, main_arg))
 		proc_exit(0);
-	setup_origin();
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "odoo_sync apply loop",
 									 ALLOCSET_DEFAULT_SIZES);
 
@@ -438,7 +489,7 @@ odoo_sync_apply_main(Datum main_arg)
 			if (wake_cron)
 				notify_pending = true;
 			CHECK_FOR_INTERRUPTS();
-		} while (present && n >= odoo_sync_apply_batch_size);
+		} while (present && (n < 0 || n >= odoo_sync_apply_batch_size));
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(loop_cxt);
 
