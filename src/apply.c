@@ -132,13 +132,21 @@ prepare_plans(void)
 
 	if (plan_claim != NULL)
 		return;
+	/*
+	 * The pickings of the oldest accepted events, then each one's accepted
+	 * events in time order.  LATERAL ... LIMIT keeps it to an index range
+	 * scan per picking (inbound_pending_picking_idx) however large the
+	 * backlog is; a join would read every pending row.
+	 */
 	plan_claim = prepare(
 						 "WITH p AS (SELECT DISTINCT picking_id FROM "
 						 "  (SELECT picking_id FROM " ODOO_SYNC_SCHEMA ".inbound "
 						 "    WHERE state = 'accepted' ORDER BY id LIMIT $1) s) "
-						 "SELECT i.id FROM " ODOO_SYNC_SCHEMA ".inbound i JOIN p USING (picking_id) "
-						 " WHERE i.state = 'accepted' "
-						 " ORDER BY i.picking_id, i.event_time, i.id LIMIT $1",
+						 "SELECT e.id FROM p CROSS JOIN LATERAL "
+						 "  (SELECT i.id, i.event_time FROM " ODOO_SYNC_SCHEMA ".inbound i "
+						 "    WHERE i.state = 'accepted' AND i.picking_id = p.picking_id "
+						 "    ORDER BY i.event_time, i.id LIMIT $1) e "
+						 " ORDER BY p.picking_id, e.event_time, e.id LIMIT $1",
 						 1, int4);
 	plan_apply = prepare("SELECT " ODOO_SYNC_SCHEMA "._apply_event($1)", 1, int8);
 	plan_dead = prepare(

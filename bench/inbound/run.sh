@@ -85,7 +85,7 @@ wait_applied() {
 	done
 	echo "events not applied in time" >&2; exit 1
 }
-reset_inbox() { psql_ -c 'TRUNCATE odoo_sync.inbound, odoo_sync.shipment_history, floor_events' -c 'VACUUM ANALYZE odoo_sync.inbound'; }
+reset_inbox() { psql_ -c 'TRUNCATE odoo_sync.inbound, odoo_sync.shipment_history, floor_events' -c 'VACUUM ANALYZE odoo_sync.inbound' -c 'VACUUM ANALYZE odoo_sync.shipment'; }
 set_enabled() {
 	psql_ -c "ALTER SYSTEM SET odoo_sync.enabled = $1" -c 'SELECT pg_reload_conf()' >/dev/null
 }
@@ -139,6 +139,7 @@ read -r n p50 p99 pmax < <(val "SELECT count(*),
 	round((max(extract(epoch FROM applied_at - received_at)) * 1000)::numeric, 2)
 	FROM odoo_sync.inbound WHERE state = 'applied'" | tr '|' ' ')
 
+echo "load average at the end (other work on this machine skews the figures): $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-44s %12s\n' "measure" "events/s"
 printf '%-44s %12s\n' "floor: plain INSERT, single" "$floor1"
 printf '%-44s %12s\n' "floor: plain INSERT, batches of 100" "$floor100"

@@ -52,6 +52,10 @@ CREATE INDEX inbound_pending_idx ON @extschema@.inbound (id) WHERE state = 'acce
 CREATE INDEX inbound_pending_picking_idx ON @extschema@.inbound (picking_id, event_time, id)
 	WHERE state = 'accepted';
 CREATE INDEX inbound_picking_idx ON @extschema@.inbound (picking_id, id);
+-- a queue: every event is updated once (accepted -> applied); vacuum it early
+-- so that the partial indexes of pending events stay small
+ALTER TABLE @extschema@.inbound SET (autovacuum_vacuum_scale_factor = 0.02,
+	autovacuum_analyze_scale_factor = 0.02);
 CREATE INDEX inbound_dead_idx ON @extschema@.inbound (type) WHERE state = 'dead';
 -- subjects may be tracking references assigned by a route_assigned event
 CREATE INDEX inbound_tracking_ref_idx ON @extschema@.inbound ((data->>'tracking_ref'))
@@ -106,6 +110,8 @@ COMMENT ON COLUMN @extschema@.shipment.open_exception IS 'The exception reported
 COMMENT ON COLUMN @extschema@.shipment.pod IS 'The proof of delivery (signed_by, references, delivered_at, lines with delivered quantities per move).';
 COMMENT ON COLUMN @extschema@.shipment.charges IS 'Charges reported for the shipment (array of {inbound_id, code, kind, amount, currency, ...}).';
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.shipment', '');
+-- updated several times per applied event: room for HOT updates
+ALTER TABLE @extschema@.shipment SET (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.02);
 CREATE INDEX shipment_tracking_ref_idx ON @extschema@.shipment (tracking_ref) WHERE tracking_ref IS NOT NULL;
 CREATE INDEX shipment_picking_name_idx ON @extschema@.shipment (picking_name);
 
