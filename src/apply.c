@@ -15,8 +15,9 @@
  *	  when they arrived out of order;
  *	- each event runs in its own subtransaction through
  *	  odoo_sync._apply_event(id), which calls the type's handler procedure,
- *	  writes the shipment history, evaluates the billing rules and sets the
- *	  event to applied.  An error rolls back that event only and sets it to
+ *	  writes the shipment history and sets the event to applied; after the
+ *	  last event of a picking in the batch, its billing rules are evaluated
+ *	  once, on the final state (in a subtransaction of their own).  An error rolls back that event only and sets it to
  *	  dead with its SQLSTATE and message; other events (and shipments) go on.
  *	  A serialization failure or deadlock leaves the event accepted for the
  *	  next batch (up to 5 attempts);
@@ -77,6 +78,7 @@ static SPIPlanPtr plan_claim = NULL;
 static SPIPlanPtr plan_apply = NULL;
 static SPIPlanPtr plan_dead = NULL;
 static SPIPlanPtr plan_cron = NULL;
+static SPIPlanPtr plan_bill = NULL;
 
 static BackgroundWorkerHandle *notify_handle = NULL;
 static bool notify_pending = false;
@@ -129,6 +131,7 @@ prepare_plans(void)
 	Oid			int4[1] = {INT4OID};
 	Oid			int8[1] = {INT8OID};
 	Oid			dead[4] = {INT8OID, TEXTOID, TEXTOID, TEXTOID};
+	Oid			bill[2] = {INT4OID, INT8OID};
 
 	if (plan_claim != NULL)
 		return;
@@ -142,7 +145,7 @@ prepare_plans(void)
 						 "WITH p AS (SELECT DISTINCT picking_id FROM "
 						 "  (SELECT picking_id FROM " ODOO_SYNC_SCHEMA ".inbound "
 						 "    WHERE state = 'accepted' ORDER BY id LIMIT $1) s) "
-						 "SELECT e.id FROM p CROSS JOIN LATERAL "
+						 "SELECT e.id, p.picking_id FROM p CROSS JOIN LATERAL "
 						 "  (SELECT i.id, i.event_time FROM " ODOO_SYNC_SCHEMA ".inbound i "
 						 "    WHERE i.state = 'accepted' AND i.picking_id = p.picking_id "
 						 "    ORDER BY i.event_time, i.id LIMIT $1) e "
@@ -160,6 +163,9 @@ prepare_plans(void)
 						"WHERE id = $1",
 						4, dead);
 	plan_cron = prepare("SELECT " ODOO_SYNC_SCHEMA "._cron_trigger()", 0, NULL);
+	plan_bill = prepare("SELECT " ODOO_SYNC_SCHEMA "._evaluate_billing($1, $2, "
+						"(SELECT correlation_id FROM " ODOO_SYNC_SCHEMA ".shipment "
+						"WHERE picking_id = $1))", 2, bill);
 }
 
 /*
@@ -250,6 +256,8 @@ apply_batch(bool *present, bool *wake_cron)
 	int			n = 0;
 	int			queued = 0;
 	int64	   *ids;
+	int32	   *picks;
+	int64		last_applied = 0;
 	Datum		arg;
 	int			ret;
 
@@ -274,12 +282,15 @@ apply_batch(bool *present, bool *wake_cron)
 		elog(ERROR, "could not claim inbound events: %s", SPI_result_code_string(ret));
 	n = (int) SPI_processed;
 	ids = palloc(sizeof(int64) * Max(n, 1));
+	picks = palloc(sizeof(int32) * Max(n, 1));
 	for (int i = 0; i < n; i++)
 	{
 		bool		isnull;
 
 		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
 											 SPI_tuptable->tupdesc, 1, &isnull));
+		picks[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+											   SPI_tuptable->tupdesc, 2, &isnull));
 	}
 	SPI_freetuptable(SPI_tuptable);
 
@@ -307,11 +318,39 @@ apply_batch(bool *present, bool *wake_cron)
 
 		CHECK_FOR_INTERRUPTS();
 		if (run_in_subxact(plan_apply, &idarg, &nq, &e))
+		{
 			queued += nq;
+			last_applied = ids[i];
+		}
 		else
 		{
 			record_failure(ids[i], e);
 			FreeErrorData(e);
+		}
+
+		/*
+		 * After the last event of a picking in this batch (the claim groups
+		 * them), evaluate its billing rules once, on its final state.  A rule
+		 * error is logged and does not touch the applied events.
+		 */
+		if (last_applied != 0 && (i == n - 1 || picks[i + 1] != picks[i]))
+		{
+			Datum		bargs[2];
+
+			bargs[0] = Int32GetDatum(picks[i]);
+			bargs[1] = Int64GetDatum(last_applied);
+			e = NULL;
+			if (run_in_subxact(plan_bill, bargs, &nq, &e))
+				queued += nq;
+			else
+			{
+				ereport(WARNING,
+						(errmsg("odoo_sync apply: billing rules failed for picking %d: %s",
+								picks[i], e->message),
+						 errdetail("They are evaluated again after the next event of that picking.")));
+				FreeErrorData(e);
+			}
+			last_applied = 0;
 		}
 	}
 
@@ -497,7 +536,11 @@ odoo_sync_apply_main(Datum main_arg)
 			if (wake_cron)
 				notify_pending = true;
 			CHECK_FOR_INTERRUPTS();
-		} while (present && (n < 0 || n >= odoo_sync_apply_batch_size));
+			/*
+			 * Until a claim finds nothing: a batch smaller than the batch
+			 * size does not mean the queue is empty (it is cut by picking).
+			 */
+		} while (present && n != 0);
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(loop_cxt);
 

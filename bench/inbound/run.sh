@@ -77,13 +77,16 @@ wait_workers() {
 	for i in $(seq 1 300); do [ "$(apply_workers)" = "$want" ] && return 0; sleep 0.1; done
 	echo "apply worker count did not become $want" >&2; exit 1
 }
+# waits (polling every 10 ms inside one server session, so that the polling
+# costs next to nothing) until no event is accepted; prints the epoch then
 wait_applied() {
-	local i
-	for i in $(seq 1 6000); do
-		[ "$(val "SELECT count(*) FROM odoo_sync.inbound WHERE state = 'accepted'")" = 0 ] && { date +%s.%N; return 0; }
-		sleep 0.05
-	done
-	echo "events not applied in time" >&2; exit 1
+	val "SET statement_timeout = '600s';
+	DO \$\$ BEGIN
+		WHILE EXISTS (SELECT 1 FROM odoo_sync.inbound WHERE state = 'accepted') LOOP
+			PERFORM pg_sleep(0.01);
+		END LOOP;
+	END \$\$;
+	SELECT extract(epoch FROM clock_timestamp());"
 }
 reset_inbox() { psql_ -c 'TRUNCATE odoo_sync.inbound, odoo_sync.shipment_history, floor_events' -c 'VACUUM ANALYZE odoo_sync.inbound' -c 'VACUUM ANALYZE odoo_sync.shipment'; }
 set_enabled() {

@@ -401,7 +401,8 @@ DECLARE
 	s shipment;
 	v_newer boolean;
 BEGIN
-	SELECT * INTO s FROM shipment WHERE picking_id = ev.picking_id FOR UPDATE;
+	-- the apply worker is the only writer of shipment rows: no row lock
+	SELECT * INTO s FROM shipment WHERE picking_id = ev.picking_id;
 	v_newer := s.location_time IS NULL OR ev.event_time >= s.location_time;
 	IF v_newer THEN
 		UPDATE shipment
@@ -479,7 +480,8 @@ BEGIN
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 				  DETAIL = 'The picking was cancelled in Odoo; nothing can be delivered on it.';
 	END IF;
-	SELECT * INTO s FROM shipment WHERE picking_id = ev.picking_id FOR UPDATE;
+	-- the apply worker is the only writer of shipment rows: no row lock
+	SELECT * INTO s FROM shipment WHERE picking_id = ev.picking_id;
 	IF s.pod IS NOT NULL THEN
 		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'kept in history: proof of delivery already recorded', true);
 		RETURN;
@@ -700,7 +702,8 @@ DECLARE
 	v_note text;
 	v_queued integer;
 BEGIN
-	SELECT * INTO ev FROM inbound WHERE id = p_id AND state = 'accepted' FOR UPDATE;
+	-- no row lock: the apply worker is the only one to change accepted events
+	SELECT * INTO ev FROM inbound WHERE id = p_id AND state = 'accepted';
 	IF NOT FOUND THEN
 		RETURN 0;
 	END IF;
@@ -737,7 +740,6 @@ BEGIN
 			COALESCE(v_note, CASE WHEN v_before IS DISTINCT FROM v_after
 								  THEN 'status changed' ELSE 'applied' END),
 			ev.data);
-	PERFORM _evaluate_billing(ev.picking_id, ev.id, ev.correlation_id);
 	UPDATE inbound SET state = 'applied', applied_at = pg_catalog.clock_timestamp(),
 		   attempts = attempts + 1
 	 WHERE id = p_id;
@@ -746,7 +748,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION @extschema@._apply_event(bigint) IS
-	'Private: applies one accepted inbound event (handler, history, billing rules, state applied); called by the apply worker in a subtransaction. Returns the number of ERP actions queued.';
+	'Private: applies one accepted inbound event (handler, history, state applied); called by the apply worker in a subtransaction, which then evaluates the billing rules once per picking. Returns the number of ERP actions the handler queued.';
 REVOKE ALL ON FUNCTION @extschema@._apply_event(bigint) FROM PUBLIC;
 
 -- Inserts an ir_cron_trigger row for the addon's cron job when the addon is
