@@ -945,7 +945,10 @@ lookup(SPIPlanPtr plan, Datum arg, int32 *id)
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "subject lookup failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
+	{
+		SPI_freetuptable(SPI_tuptable);
 		return 0;
+	}
 	*id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 									  1, &isnull));
 	if (SPI_processed > 1)
@@ -955,9 +958,15 @@ lookup(SPIPlanPtr plan, Datum arg, int32 *id)
 													  1, &isnull));
 
 		if (id2 == *id)
+		{
+			SPI_freetuptable(SPI_tuptable);
 			return 1;
+		}
 	}
-	return (int) SPI_processed;
+	ret = (int) SPI_processed;
+	/* a batch runs up to four lookups per event: do not keep their results */
+	SPI_freetuptable(SPI_tuptable);
+	return ret;
 }
 
 /*
@@ -1149,6 +1158,7 @@ ingest_one(ReturnSetInfo *rsinfo, int index, JsonbValue *jv, Jsonb *whole,
 	Datum		args[9];
 	char		nulls[9];
 	int			ret;
+	bool		accepted;
 
 	memset(&ev, 0, sizeof(ev));
 	memset(&v, 0, sizeof(v));
@@ -1175,9 +1185,10 @@ ingest_one(ReturnSetInfo *rsinfo, int index, JsonbValue *jv, Jsonb *whole,
 	ret = SPI_execute_plan(plan_insert, args, nulls, false, 0);
 	if (ret != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "inbound insert failed: %s", SPI_result_code_string(ret));
-	emit(rsinfo, index, ev.source, ev.id,
-		 SPI_processed == 1 ? "accepted" : "duplicate", NULL);
-	return SPI_processed == 1;
+	accepted = SPI_processed == 1;
+	SPI_freetuptable(SPI_tuptable);
+	emit(rsinfo, index, ev.source, ev.id, accepted ? "accepted" : "duplicate", NULL);
+	return accepted;
 }
 
 /*
