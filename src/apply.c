@@ -113,6 +113,9 @@ odoo_sync_apply_define_gucs(void)
 							NULL, NULL, NULL);
 }
 
+/*
+ * Prepares and keeps (for the life of the worker) an SPI plan.
+ */
 static SPIPlanPtr
 prepare(const char *sql, int nargs, Oid *types)
 {
@@ -125,6 +128,9 @@ prepare(const char *sql, int nargs, Oid *types)
 	return plan;
 }
 
+/*
+ * The worker's statements, prepared in its first transaction.
+ */
 static void
 prepare_plans(void)
 {

@@ -613,6 +613,10 @@ check_members(JsonbContainer *obj, const char *base,
 
 /* ---------------------------------------------------------------- data per type */
 
+/*
+ * The data of each built-in type (docs/schemas/inbound/<type>.json says the
+ * same).  Each returns false with *v filled at the first problem.
+ */
 static bool
 validate_route_assigned(JsonbContainer *d, Verdict *v)
 {
@@ -888,6 +892,9 @@ validate_event(JsonbValue *ev, IngestEvent *out, List *custom_types, Verdict *v)
 
 /* ---------------------------------------------------------------- SPI */
 
+/*
+ * Prepares and keeps (for the life of the backend) an SPI plan.
+ */
 static SPIPlanPtr
 prepare(const char *sql, int nargs, Oid *types)
 {
@@ -900,6 +907,10 @@ prepare(const char *sql, int nargs, Oid *types)
 	return plan;
 }
 
+/*
+ * The lookups and the insert, prepared at the first call of the backend.
+ * Everything is schema-qualified: the plans do not depend on search_path.
+ */
 static void
 prepare_plans(void)
 {
@@ -1007,6 +1018,10 @@ resolve_subject(IngestEvent *ev, Verdict *v)
 				"name or tracking reference)", s);
 }
 
+/*
+ * The event types integrators registered handlers for (any object as data);
+ * read once per call.
+ */
 static List *
 load_custom_types(void)
 {
@@ -1092,6 +1107,9 @@ text_depth(const char *s, size_t len, int max)
 	return deepest;
 }
 
+/*
+ * Whole-call limits: raise an ERROR when exceeded.
+ */
 static void
 check_size(size_t size)
 {
@@ -1116,6 +1134,10 @@ depth_error(void)
 
 /* ---------------------------------------------------------------- ingest */
 
+/*
+ * Appends one result row (index, source, id, status, sqlstate, reason,
+ * field) to the call's tuplestore.
+ */
 static void
 emit(ReturnSetInfo *rsinfo, int index, const char *source, const char *id,
 	 const char *status, Verdict *v)
@@ -1192,8 +1214,9 @@ ingest_one(ReturnSetInfo *rsinfo, int index, JsonbValue *jv, Jsonb *whole,
 }
 
 /*
- * The body of both ingest() variants, for a parsed document of the given
- * size.
+ * The body of both ingest() variants, for a parsed document whose size was
+ * checked: depth, shape and batch limits, then each event in order.  Uses
+ * SPI; the result is a materialized set.
  */
 static Datum
 ingest_document(FunctionCallInfo fcinfo, Jsonb *doc)
