@@ -264,6 +264,7 @@ apply_batch(bool *present, bool *wake_cron)
 	int64	   *ids;
 	int32	   *picks;
 	int64		last_applied = 0;
+	int			nestlevel;
 	Datum		arg;
 	int			ret;
 
@@ -282,8 +283,19 @@ apply_batch(bool *present, bool *wake_cron)
 	pgstat_report_activity(STATE_RUNNING, "odoo_sync apply: claiming inbound events");
 	prepare_plans();
 
+	/*
+	 * Index scans only: statistics taken while the queue was (nearly) empty
+	 * make the planner pick sequential scans, which a cached plan then keeps
+	 * while the queue grows (every claim reading the whole table).
+	 */
 	arg = Int32GetDatum(odoo_sync_apply_batch_size);
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	ret = SPI_execute_plan(plan_claim, &arg, NULL, false, 0);
+	AtEOXact_GUC(true, nestlevel);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not claim inbound events: %s", SPI_result_code_string(ret));
 	n = (int) SPI_processed;

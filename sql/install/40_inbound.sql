@@ -108,6 +108,7 @@ COMMENT ON TABLE @extschema@.shipment IS
 COMMENT ON COLUMN @extschema@.shipment.status IS 'Furthest milestone reached: loaded < in_transit < arrived < failed_delivery < delivered < returned; never moves back.';
 COMMENT ON COLUMN @extschema@.shipment.open_exception IS 'The exception reported and not yet resolved by a later delivery ({code, text, status, time}), or NULL.';
 COMMENT ON COLUMN @extschema@.shipment.pod IS 'The proof of delivery (signed_by, references, delivered_at, lines with delivered quantities per move).';
+COMMENT ON COLUMN @extschema@.shipment.updated_at IS 'When a handler last changed the row (built-in handlers set it, with last_inbound_id).';
 COMMENT ON COLUMN @extschema@.shipment.charges IS 'Charges reported for the shipment (array of {inbound_id, code, kind, amount, currency, ...}).';
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.shipment', '');
 -- updated several times per applied event: room for HOT updates
@@ -193,11 +194,16 @@ INSERT INTO @extschema@.billing_rule (name, action, condition, vars, depends_on,
 
 ------------------------------------------------------------------ ingest
 
+-- enable_seqscan = off: the inbox lookups must use their indexes even with
+-- statistics taken while the inbox was empty (cached plans would keep the
+-- sequential scan while the table grows).
+
 CREATE FUNCTION @extschema@.ingest(events jsonb)
 RETURNS TABLE (index integer, source text, id text, status text,
 			   sqlstate text, reason text, field text)
 LANGUAGE c STRICT VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, @extschema@
+SET enable_seqscan = off
 AS 'MODULE_PATHNAME', 'odoo_sync_ingest';
 COMMENT ON FUNCTION @extschema@.ingest(jsonb) IS
 	'Validates and stores inbound events (one CloudEvents object or an array of them); one row per event: accepted, duplicate or rejected with SQLSTATE, reason and the field (JSON pointer).';
@@ -207,6 +213,7 @@ RETURNS TABLE (index integer, source text, id text, status text,
 			   sqlstate text, reason text, field text)
 LANGUAGE c STRICT VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, @extschema@
+SET enable_seqscan = off
 AS 'MODULE_PATHNAME', 'odoo_sync_ingest_text';
 COMMENT ON FUNCTION @extschema@.ingest(text) IS
 	'Like ingest(jsonb), for a raw request body: size and nesting are checked before the text is parsed.';
@@ -368,7 +375,7 @@ DECLARE
 	v_ref text := d->>'tracking_ref';
 BEGIN
 	UPDATE shipment
-	   SET route = d->>'route',
+	   SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, route = d->>'route',
 		   vehicle = COALESCE(d->>'vehicle', vehicle),
 		   driver = COALESCE(d->>'driver', driver),
 		   planned_eta = COALESCE((d->>'planned_eta')::timestamptz, planned_eta),
@@ -406,7 +413,7 @@ BEGIN
 	v_newer := s.location_time IS NULL OR ev.event_time >= s.location_time;
 	IF v_newer THEN
 		UPDATE shipment
-		   SET last_location = COALESCE(d->'location', last_location),
+		   SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, last_location = COALESCE(d->'location', last_location),
 			   location_time = ev.event_time,
 			   eta = COALESCE((d->>'eta')::timestamptz, eta)
 		 WHERE picking_id = ev.picking_id;
@@ -415,7 +422,7 @@ BEGIN
 	IF v_status IN ('exception', 'delayed') THEN
 		IF v_status = 'delayed' THEN
 			IF s.status IS DISTINCT FROM 'delivered' AND s.status IS DISTINCT FROM 'returned' THEN
-				UPDATE shipment SET delayed = true WHERE picking_id = ev.picking_id;
+				UPDATE shipment SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, delayed = true WHERE picking_id = ev.picking_id;
 				PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'delayed', true);
 			ELSE
 				PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'kept in history: delay reported after delivery', true);
@@ -425,7 +432,7 @@ BEGIN
 			PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'kept in history: exception before delivery', true);
 		ELSE
 			UPDATE shipment
-			   SET open_exception = jsonb_build_object(
+			   SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, open_exception = jsonb_build_object(
 					'code', d->>'exception_code', 'text', d->>'exception_text',
 					'status', v_status, 'time', ev.event_time, 'inbound_id', ev.id)
 			 WHERE picking_id = ev.picking_id;
@@ -436,7 +443,7 @@ BEGIN
 
 	IF _status_rank(v_status) > _status_rank(s.status) THEN
 		UPDATE shipment
-		   SET status = v_status, status_time = ev.event_time,
+		   SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, status = v_status, status_time = ev.event_time,
 			   delayed = CASE WHEN v_status IN ('delivered', 'returned') THEN false ELSE delayed END,
 			   delivered_at = CASE WHEN v_status = 'delivered'
 								   THEN COALESCE(delivered_at, ev.event_time) ELSE delivered_at END,
@@ -521,7 +528,7 @@ BEGIN
 	 WHERE m.picking_id = ev.picking_id AND COALESCE(m.state, '') <> 'cancel';
 
 	UPDATE shipment
-	   SET pod = jsonb_build_object('inbound_id', ev.id, 'signed_by', d->>'signed_by',
+	   SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, pod = jsonb_build_object('inbound_id', ev.id, 'signed_by', d->>'signed_by',
 				'signature_ref', d->>'signature_ref', 'photo_ref', d->>'photo_ref',
 				'delivered_at', v_delivered, 'lines', v_lines),
 		   fully_delivered = v_full,
@@ -547,7 +554,7 @@ SET search_path = pg_catalog, @extschema@
 AS $$
 BEGIN
 	UPDATE shipment
-	   SET weight = (ev.data->>'weight')::numeric,
+	   SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, weight = (ev.data->>'weight')::numeric,
 		   weight_uom = COALESCE(ev.data->>'uom', 'kg')
 	 WHERE picking_id = ev.picking_id;
 	PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'weight confirmed', true);
@@ -573,7 +580,7 @@ BEGIN
 		'description', d->>'description', 'quantity', d->'quantity',
 		'time', ev.event_time);
 	SELECT * INTO s FROM shipment WHERE picking_id = ev.picking_id FOR UPDATE;
-	UPDATE shipment SET charges = charges || jsonb_build_array(v_charge)
+	UPDATE shipment SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, charges = charges || jsonb_build_array(v_charge)
 	 WHERE picking_id = ev.picking_id;
 
 	SELECT * INTO inv FROM erp_action
@@ -689,10 +696,13 @@ COMMENT ON FUNCTION @extschema@._evaluate_billing(integer, bigint, text) IS
 
 ------------------------------------------------------------------ apply (called by the apply worker)
 
+-- enable_seqscan = off: statistics taken while the queue was (nearly) empty
+-- would otherwise give cached plans that read the whole inbox per event.
 CREATE FUNCTION @extschema@._apply_event(p_id bigint)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, @extschema@
+SET enable_seqscan = off
 AS $$
 DECLARE
 	ev inbound;
@@ -729,10 +739,12 @@ BEGIN
 		ELSE EXECUTE v_call USING ev;
 	END CASE;
 
-	UPDATE shipment SET last_inbound_id = ev.id, updated_at = pg_catalog.now(),
-		   correlation_id = COALESCE(correlation_id, ev.correlation_id)
-	 WHERE picking_id = ev.picking_id
-	RETURNING status INTO v_after;
+	-- (handlers set updated_at and last_inbound_id with their own changes)
+	SELECT s.status INTO v_after FROM shipment s WHERE s.picking_id = ev.picking_id;
+	IF ev.correlation_id IS NOT NULL THEN
+		UPDATE shipment SET correlation_id = ev.correlation_id
+		 WHERE picking_id = ev.picking_id AND correlation_id IS NULL;
+	END IF;
 	v_note := NULLIF(pg_catalog.current_setting('odoo_sync_apply.note', true), '');
 	INSERT INTO shipment_history (picking_id, inbound_id, type, event_time,
 								  status_before, status_after, effect, data)
@@ -743,6 +755,12 @@ BEGIN
 	UPDATE inbound SET state = 'applied', applied_at = pg_catalog.clock_timestamp(),
 		   attempts = attempts + 1
 	 WHERE id = p_id;
+	-- built-in handlers other than charge never queue actions themselves
+	IF v_call IN ('CALL @extschema@.handle_milestone($1)', 'CALL @extschema@.handle_pod($1)',
+				  'CALL @extschema@.handle_route_assigned($1)',
+				  'CALL @extschema@.handle_weight_confirmed($1)') THEN
+		RETURN 0;
+	END IF;
 	SELECT count(*) INTO v_queued FROM erp_action WHERE inbound_id = p_id;
 	RETURN v_queued;
 END
