@@ -12,7 +12,9 @@
 #
 # The events are shipment.milestone events spread over PICKINGS pickings of
 # the minimal Odoo-shaped schema (test/inbound/odoo_min.sql). CLIENTS pgbench
-# clients (default 2, the number of cores here). The last two lines are
+# clients (default 2, the number of cores here). APPLY_BATCH=N sets
+# odoo_sync.apply_batch_size, BENCH_DEBUG=1 prints phase timings. The last
+# two lines are
 #   apply_events_per_s_batched=N
 #   latency_p99_ms=X
 set -euo pipefail
