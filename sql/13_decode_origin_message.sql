@@ -3,8 +3,8 @@
 SET client_min_messages = warning;
 CREATE TABLE stock_picking (id serial PRIMARY KEY, name varchar, carrier_tracking_ref varchar);
 SELECT 'init' FROM pg_create_logical_replication_slot('regress_origin', 'odoo_sync');
-SELECT pg_replication_origin_create('odoo_sync_apply_test');
-SELECT pg_replication_origin_create('other_origin');
+SELECT 'created' FROM pg_replication_origin_create('odoo_sync_apply_test');
+SELECT 'created' FROM pg_replication_origin_create('other_origin');
 
 INSERT INTO stock_picking (name) VALUES ('WH/OUT/1');
 
