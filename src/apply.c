@@ -284,9 +284,10 @@ apply_batch(bool *present, bool *wake_cron)
 	prepare_plans();
 
 	/*
-	 * Index scans only: statistics taken while the queue was (nearly) empty
-	 * make the planner pick sequential scans, which a cached plan then keeps
-	 * while the queue grows (every claim reading the whole table).
+	 * Index scans only (the partial indexes always offer one): statistics
+	 * taken while the queue was (nearly) empty make the planner pick
+	 * sequential scans, which a cached plan then keeps while the queue grows
+	 * (every claim reading the whole table).
 	 */
 	arg = Int32GetDatum(odoo_sync_apply_batch_size);
 	nestlevel = NewGUCNestLevel();
@@ -530,6 +531,13 @@ odoo_sync_apply_main(Datum main_arg)
 
 	if (!odoo_sync_worker_attach(OSW_APPLY, main_arg))
 		proc_exit(0);
+
+	/*
+	 * Short statements only: JIT compilation would cost more than it saves,
+	 * and a handler's query must never start parallel workers.
+	 */
+	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("max_parallel_workers_per_gather", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "odoo_sync apply loop",
 									 ALLOCSET_DEFAULT_SIZES);
 

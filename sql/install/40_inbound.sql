@@ -194,16 +194,12 @@ INSERT INTO @extschema@.billing_rule (name, action, condition, vars, depends_on,
 
 ------------------------------------------------------------------ ingest
 
--- enable_seqscan = off: the inbox lookups must use their indexes even with
--- statistics taken while the inbox was empty (cached plans would keep the
--- sequential scan while the table grows).
 
 CREATE FUNCTION @extschema@.ingest(events jsonb)
 RETURNS TABLE (index integer, source text, id text, status text,
 			   sqlstate text, reason text, field text)
 LANGUAGE c STRICT VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, @extschema@
-SET enable_seqscan = off
 AS 'MODULE_PATHNAME', 'odoo_sync_ingest';
 COMMENT ON FUNCTION @extschema@.ingest(jsonb) IS
 	'Validates and stores inbound events (one CloudEvents object or an array of them); one row per event: accepted, duplicate or rejected with SQLSTATE, reason and the field (JSON pointer).';
@@ -213,7 +209,6 @@ RETURNS TABLE (index integer, source text, id text, status text,
 			   sqlstate text, reason text, field text)
 LANGUAGE c STRICT VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, @extschema@
-SET enable_seqscan = off
 AS 'MODULE_PATHNAME', 'odoo_sync_ingest_text';
 COMMENT ON FUNCTION @extschema@.ingest(text) IS
 	'Like ingest(jsonb), for a raw request body: size and nesting are checked before the text is parsed.';
@@ -696,13 +691,10 @@ COMMENT ON FUNCTION @extschema@._evaluate_billing(integer, bigint, text) IS
 
 ------------------------------------------------------------------ apply (called by the apply worker)
 
--- enable_seqscan = off: statistics taken while the queue was (nearly) empty
--- would otherwise give cached plans that read the whole inbox per event.
 CREATE FUNCTION @extschema@._apply_event(p_id bigint)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, @extschema@
-SET enable_seqscan = off
 AS $$
 DECLARE
 	ev inbound;

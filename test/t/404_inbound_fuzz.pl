@@ -86,8 +86,8 @@ ok($node->safe_psql('postgres', 'SELECT count(*) FROM odoo_sync.inbound') > 0, '
 # everything stored must be valid: replaying it under a new source accepts it all
 my $bad = $node->safe_psql('postgres', q{SELECT count(*) FROM odoo_sync.inbound i,
 	LATERAL odoo_sync.ingest(i.envelope || jsonb_build_object('data', i.data, 'source', 'urn:replay')) r
-	WHERE r.status <> 'accepted'});
-is($bad, '0', 'every stored event passes validation again');
+	WHERE r.status = 'rejected'});
+is($bad, '0', 'every stored event passes validation again (accepted, or a duplicate where a mutated id repeats)');
 
 # raw text garbage
 for my $g ('{', '[', '"', '{"a":}', "\x01", '[' x 5000, '{"a":' x 3000, '1e999999', '"\\ud800"', 'nul')
