@@ -10,7 +10,7 @@ pkgs=(
 	postgresql-15-wal2json
 	libcurl4-openssl-dev libjansson-dev libssl-dev
 	libipc-run-perl libjson-pp-perl
-	python3
+	python3 python3-jsonschema
 	nginx-light curl
 )
 

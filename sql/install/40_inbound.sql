@@ -1,0 +1,884 @@
+-- Inbound: what dispatch systems, proof-of-delivery apps and carriers report.
+--
+--   odoo_sync.ingest(jsonb | text)  validates (in C, src/inbound.c) and
+--       stores each event once per (source, id) in odoo_sync.inbound;
+--   the apply worker (src/apply.c) applies accepted events in order per
+--       shipment, one subtransaction per event, through the handler
+--       procedure registered for the event's type (odoo_sync.handler);
+--   handlers keep odoo_sync.shipment (state) and odoo_sync.shipment_history,
+--       write what is safe in SQL to Odoo (carrier_tracking_ref), and
+--       billing rules (odoo_sync.billing_rule, jsonpath over the shipment
+--       state) queue ERP actions (odoo_sync.erp_action) that the addon
+--       executes through the ORM, woken through ir_cron_trigger + NOTIFY.
+--
+-- Odoo's tables (public.stock_picking, ...) are referenced only from
+-- PL/pgSQL bodies and SPI, so the extension installs in a database without
+-- Odoo too; ingest then refuses every reference.
+
+------------------------------------------------------------------ inbox
+
+CREATE TABLE @extschema@.inbound (
+	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	source			text NOT NULL,
+	event_id		text NOT NULL,
+	type			text NOT NULL,
+	subject			text NOT NULL,
+	picking_id		integer NOT NULL,
+	event_time		timestamptz NOT NULL,
+	correlation_id	text,
+	data			jsonb NOT NULL,
+	envelope		jsonb NOT NULL,
+	state			text NOT NULL DEFAULT 'accepted'
+					CHECK (state IN ('accepted', 'applied', 'dead')),
+	received_at		timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	applied_at		timestamptz,
+	attempts		integer NOT NULL DEFAULT 0,
+	error_sqlstate	text,
+	error_message	text,
+	error_detail	text,
+	dead_at			timestamptz,
+	UNIQUE (source, event_id)
+);
+COMMENT ON TABLE @extschema@.inbound IS
+	'Inbox of inbound events (CloudEvents-shaped), stored once per (source, event_id) by odoo_sync.ingest() and applied by the apply worker.';
+COMMENT ON COLUMN @extschema@.inbound.event_id IS 'The CloudEvents id given by the sender; (source, event_id) makes ingest idempotent.';
+COMMENT ON COLUMN @extschema@.inbound.subject IS 'The shipment reference as sent: picking name, picking id or carrier tracking reference.';
+COMMENT ON COLUMN @extschema@.inbound.picking_id IS 'The Odoo picking (stock_picking.id) the subject resolved to at ingest.';
+COMMENT ON COLUMN @extschema@.inbound.event_time IS 'The event''s own time (CloudEvents time): apply order per shipment is event_time, then id.';
+COMMENT ON COLUMN @extschema@.inbound.envelope IS 'The event as received, without data.';
+COMMENT ON COLUMN @extschema@.inbound.state IS 'accepted (waiting to be applied), applied, or dead (handler error, see error_*; odoo_sync.reapply() retries).';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.inbound', '');
+CREATE INDEX inbound_pending_idx ON @extschema@.inbound (id) WHERE state = 'accepted';
+CREATE INDEX inbound_pending_picking_idx ON @extschema@.inbound (picking_id, event_time, id)
+	WHERE state = 'accepted';
+CREATE INDEX inbound_picking_idx ON @extschema@.inbound (picking_id, id);
+-- a queue: every event is updated once (accepted -> applied); vacuum it early
+-- so that the partial indexes of pending events stay small
+ALTER TABLE @extschema@.inbound SET (autovacuum_vacuum_scale_factor = 0.02,
+	autovacuum_analyze_scale_factor = 0.02);
+CREATE INDEX inbound_dead_idx ON @extschema@.inbound (type) WHERE state = 'dead';
+-- subjects may be tracking references assigned by a route_assigned event
+CREATE INDEX inbound_tracking_ref_idx ON @extschema@.inbound ((data->>'tracking_ref'))
+	WHERE type = 'shipment.route_assigned';
+
+------------------------------------------------------------------ handlers
+
+CREATE TABLE @extschema@.handler (
+	type		text PRIMARY KEY CHECK (type ~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$'),
+	procedure	regprocedure NOT NULL,
+	call_sql	text NOT NULL,
+	builtin		boolean NOT NULL DEFAULT false,
+	registered_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE @extschema@.handler IS
+	'Handler procedure per inbound event type, called by the apply worker as CALL procedure(event odoo_sync.inbound). Change with odoo_sync.register_handler().';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.handler', 'WHERE NOT builtin');
+
+------------------------------------------------------------------ shipment state
+
+CREATE TABLE @extschema@.shipment (
+	picking_id		integer PRIMARY KEY,
+	picking_name	text,
+	sale_order_id	integer,
+	status			text,
+	status_time		timestamptz,
+	delayed			boolean NOT NULL DEFAULT false,
+	eta				timestamptz,
+	last_location	jsonb,
+	location_time	timestamptz,
+	open_exception	jsonb,
+	route			text,
+	vehicle			text,
+	driver			text,
+	planned_eta		timestamptz,
+	tracking_ref	text,
+	pod				jsonb,
+	delivered_at	timestamptz,
+	fully_delivered	boolean,
+	weight			numeric,
+	weight_uom		text,
+	charges			jsonb NOT NULL DEFAULT '[]',
+	correlation_id	text,
+	last_inbound_id	bigint,
+	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	updated_at		timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE @extschema@.shipment IS
+	'State of each shipment (one Odoo picking) as reported by dispatch: monotonic status, ETA, location, open exception, route, proof of delivery, weight, charges.';
+COMMENT ON COLUMN @extschema@.shipment.status IS 'Furthest milestone reached: loaded < in_transit < arrived < failed_delivery < delivered < returned; never moves back.';
+COMMENT ON COLUMN @extschema@.shipment.open_exception IS 'The exception reported and not yet resolved by a later delivery ({code, text, status, time}), or NULL.';
+COMMENT ON COLUMN @extschema@.shipment.pod IS 'The proof of delivery (signed_by, references, delivered_at, lines with delivered quantities per move).';
+COMMENT ON COLUMN @extschema@.shipment.updated_at IS 'When a handler last changed the row (built-in handlers set it, with last_inbound_id).';
+COMMENT ON COLUMN @extschema@.shipment.charges IS 'Charges reported for the shipment (array of {inbound_id, code, kind, amount, currency, ...}).';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.shipment', '');
+-- updated several times per applied event: room for HOT updates
+ALTER TABLE @extschema@.shipment SET (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.02);
+CREATE INDEX shipment_tracking_ref_idx ON @extschema@.shipment (tracking_ref) WHERE tracking_ref IS NOT NULL;
+CREATE INDEX shipment_picking_name_idx ON @extschema@.shipment (picking_name);
+
+CREATE TABLE @extschema@.shipment_history (
+	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	picking_id		integer NOT NULL,
+	inbound_id		bigint NOT NULL,
+	type			text NOT NULL,
+	event_time		timestamptz NOT NULL,
+	status_before	text,
+	status_after	text,
+	effect			text NOT NULL,
+	data			jsonb,
+	applied_at		timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+);
+COMMENT ON TABLE @extschema@.shipment_history IS
+	'Every applied inbound event of a shipment, with the status before and after and what it did (effect), including late milestones that changed nothing.';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.shipment_history', '');
+CREATE INDEX shipment_history_picking_idx ON @extschema@.shipment_history (picking_id, id);
+
+------------------------------------------------------------------ ERP actions and billing rules
+
+CREATE TABLE @extschema@.erp_action (
+	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	idempotency_key	text NOT NULL UNIQUE,
+	kind			text NOT NULL CHECK (kind ~ '^[a-z][a-z0-9_]*$'),
+	picking_id		integer NOT NULL,
+	sale_order_id	integer,
+	payload			jsonb NOT NULL DEFAULT '{}',
+	depends_on		text,
+	state			text NOT NULL DEFAULT 'pending'
+					CHECK (state IN ('pending', 'running', 'done', 'failed', 'cancelled')),
+	rule_id			integer,
+	inbound_id		bigint,
+	correlation_id	text,
+	created_at		timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	updated_at		timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+	attempts		integer NOT NULL DEFAULT 0,
+	last_error		text,
+	result			jsonb
+);
+COMMENT ON TABLE @extschema@.erp_action IS
+	'Work for the Odoo addon to do through the ORM (validate_picking, create_invoice, post_invoice, credit_note, supplementary_invoice), once per idempotency_key.';
+COMMENT ON COLUMN @extschema@.erp_action.idempotency_key IS 'Unique: <kind>:<picking_id> for rule actions, charge:<source>:<event id> for post-invoice adjustments; a replay can never queue a second one.';
+COMMENT ON COLUMN @extschema@.erp_action.depends_on IS 'Idempotency key of the action that must be done before this one.';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.erp_action', '');
+CREATE INDEX erp_action_pending_idx ON @extschema@.erp_action (id) WHERE state = 'pending';
+CREATE INDEX erp_action_picking_idx ON @extschema@.erp_action (picking_id);
+CREATE INDEX erp_action_inbound_idx ON @extschema@.erp_action (inbound_id);
+
+CREATE TABLE @extschema@.billing_rule (
+	id			integer GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+	name		text NOT NULL UNIQUE,
+	action		text NOT NULL CHECK (action ~ '^[a-z][a-z0-9_]*$'),
+	condition	jsonpath NOT NULL,
+	vars		jsonb NOT NULL DEFAULT '{}',
+	depends_on	text CHECK (depends_on ~ '^[a-z][a-z0-9_]*$'),
+	priority	integer NOT NULL DEFAULT 100,
+	enabled		boolean NOT NULL DEFAULT true,
+	description	text
+);
+COMMENT ON TABLE @extschema@.billing_rule IS
+	'When to queue an ERP action: condition is a jsonpath predicate over odoo_sync.shipment_state(picking) with vars as its variables; evaluated after every applied event, in priority order, each action at most once per picking.';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.billing_rule', '');
+
+INSERT INTO @extschema@.billing_rule (name, action, condition, vars, depends_on, priority, description) VALUES
+('validate_on_pod', 'validate_picking',
+ '$.pod != null && $.open_exception == null && $.picking_state != "done" && $.picking_state != "cancel"',
+ '{}', NULL, 10,
+ 'Validate the picking with the delivered quantities once a proof of delivery is in and no exception is open.'),
+('invoice_on_pod', 'create_invoice',
+ '$.pod != null && $.open_exception == null && $.sale_order_id != null && ($.fully_delivered == true || $partial_billing == true)',
+ '{"partial_billing": false}', 'validate_picking', 20,
+ 'Create the invoice with the accepted charges once delivered in full (or partially, with partial_billing = true).'),
+('post_invoice', 'post_invoice',
+ '$.pod != null && $.open_exception == null && $.sale_order_id != null && ($.fully_delivered == true || $partial_billing == true)',
+ '{"partial_billing": false}', 'create_invoice', 30,
+ 'Post the invoice created by invoice_on_pod.');
+
+------------------------------------------------------------------ ingest
+
+
+CREATE FUNCTION @extschema@.ingest(events jsonb)
+RETURNS TABLE (index integer, source text, id text, status text,
+			   sqlstate text, reason text, field text)
+LANGUAGE c STRICT VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@
+AS 'MODULE_PATHNAME', 'odoo_sync_ingest';
+COMMENT ON FUNCTION @extschema@.ingest(jsonb) IS
+	'Validates and stores inbound events (one CloudEvents object or an array of them); one row per event: accepted, duplicate or rejected with SQLSTATE, reason and the field (JSON pointer).';
+
+CREATE FUNCTION @extschema@.ingest(events text)
+RETURNS TABLE (index integer, source text, id text, status text,
+			   sqlstate text, reason text, field text)
+LANGUAGE c STRICT VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@
+AS 'MODULE_PATHNAME', 'odoo_sync_ingest_text';
+COMMENT ON FUNCTION @extschema@.ingest(text) IS
+	'Like ingest(jsonb), for a raw request body: size and nesting are checked before the text is parsed.';
+
+REVOKE ALL ON FUNCTION @extschema@.ingest(jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.ingest(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.ingest(jsonb) TO odoo_sync_ingest, odoo_sync_admin;
+GRANT EXECUTE ON FUNCTION @extschema@.ingest(text) TO odoo_sync_ingest, odoo_sync_admin;
+
+------------------------------------------------------------------ handler registry
+
+CREATE FUNCTION @extschema@.register_handler(type text, procedure regprocedure)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@
+AS $$
+DECLARE
+	p record;
+BEGIN
+	SELECT pr.prokind, pr.pronargs, pr.proargtypes, pr.prosecdef, pr.proname,
+		   n.nspname, r.rolsuper, r.rolname
+	  INTO p
+	  FROM pg_proc pr
+	  JOIN pg_namespace n ON n.oid = pr.pronamespace
+	  JOIN pg_roles r ON r.oid = pr.proowner
+	 WHERE pr.oid = procedure;
+	IF p.prokind <> 'p' THEN
+		RAISE EXCEPTION 'inbound handler % is not a procedure', procedure
+			USING ERRCODE = 'wrong_object_type',
+				  HINT = 'Create it with CREATE PROCEDURE name(event odoo_sync.inbound).';
+	END IF;
+	IF p.pronargs <> 1 OR p.proargtypes[0] <> 'odoo_sync.inbound'::regtype THEN
+		RAISE EXCEPTION 'inbound handler % has the wrong signature', procedure
+			USING ERRCODE = 'invalid_function_definition',
+				  DETAIL = 'A handler takes exactly one argument of type odoo_sync.inbound.';
+	END IF;
+	-- The apply worker runs as a superuser: a handler owned by anyone else
+	-- must run with its owner's rights, never the worker's.
+	IF NOT p.rolsuper AND NOT p.prosecdef THEN
+		RAISE EXCEPTION 'inbound handler % must be SECURITY DEFINER', procedure
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = pg_catalog.format('Its owner %I is not a superuser; the apply worker would otherwise run it with superuser rights.', p.rolname);
+	END IF;
+	INSERT INTO handler AS h (type, procedure, call_sql, builtin)
+	VALUES (register_handler.type, procedure,
+			pg_catalog.format('CALL %I.%I($1)', p.nspname, p.proname),
+			p.nspname = '@extschema@' AND p.proname LIKE 'handle\_%')
+	ON CONFLICT ON CONSTRAINT handler_pkey DO UPDATE
+		SET procedure = EXCLUDED.procedure, call_sql = EXCLUDED.call_sql,
+			builtin = EXCLUDED.builtin, registered_at = pg_catalog.now();
+END
+$$;
+COMMENT ON FUNCTION @extschema@.register_handler(text, regprocedure) IS
+	'Registers (or replaces) the procedure that applies inbound events of a type; a new type is then accepted by ingest with any JSON object as data.';
+REVOKE ALL ON FUNCTION @extschema@.register_handler(text, regprocedure) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.register_handler(text, regprocedure) TO odoo_sync_admin;
+
+------------------------------------------------------------------ shipment state helpers
+
+-- No SET clause: it references nothing, and without one the planner inlines it.
+CREATE FUNCTION @extschema@._status_rank(status text)
+RETURNS integer
+LANGUAGE sql IMMUTABLE
+AS $$
+	SELECT CASE status
+		WHEN 'loaded' THEN 1 WHEN 'in_transit' THEN 2 WHEN 'arrived' THEN 3
+		WHEN 'failed_delivery' THEN 4 WHEN 'delivered' THEN 5 WHEN 'returned' THEN 6
+		ELSE 0 END
+$$;
+COMMENT ON FUNCTION @extschema@._status_rank(text) IS
+	'Private: position of a progress status in the monotonic milestone order (0 for none or non-progress statuses).';
+
+-- The shipment row of a picking, created on first use.
+CREATE FUNCTION @extschema@._shipment_ensure(p_picking integer, p_correlation text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@
+AS $$
+DECLARE
+	pk record;
+BEGIN
+	PERFORM 1 FROM shipment WHERE picking_id = p_picking;
+	IF FOUND THEN
+		RETURN;
+	END IF;
+	SELECT p.name, p.sale_id INTO pk FROM public.stock_picking p WHERE p.id = p_picking;
+	INSERT INTO shipment (picking_id, picking_name, sale_order_id, correlation_id)
+	VALUES (p_picking, pk.name, pk.sale_id, p_correlation)
+	ON CONFLICT (picking_id) DO NOTHING;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._shipment_ensure(integer, text) IS
+	'Private: creates the shipment row of a picking if missing.';
+
+CREATE FUNCTION @extschema@.shipment_state(p_picking integer)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, @extschema@
+AS $$
+DECLARE
+	s shipment;
+	pk record;
+	v_lines jsonb;
+	v_full boolean;
+BEGIN
+	SELECT * INTO s FROM shipment WHERE picking_id = p_picking;
+	IF NOT FOUND THEN
+		RETURN NULL;
+	END IF;
+	SELECT p.state, p.sale_id INTO pk FROM public.stock_picking p WHERE p.id = p_picking;
+	-- per-move quantities matter once a proof of delivery is in
+	IF s.pod IS NULL THEN
+		v_lines := '[]';
+	ELSE
+	SELECT COALESCE(jsonb_agg(jsonb_build_object(
+			'move_id', m.id, 'product_id', m.product_id,
+			'ordered', m.product_uom_qty,
+			'delivered', (SELECT sum((l->>'quantity')::numeric)
+							FROM jsonb_array_elements(s.pod->'lines') l
+						   WHERE (l->>'move_id')::integer = m.id))
+			ORDER BY m.id), '[]')
+	  INTO v_lines
+	  FROM public.stock_move m
+	 WHERE m.picking_id = p_picking AND COALESCE(m.state, '') <> 'cancel';
+	END IF;
+	RETURN jsonb_build_object(
+		'picking_id', s.picking_id, 'picking_name', s.picking_name,
+		'picking_state', pk.state, 'sale_order_id', COALESCE(pk.sale_id, s.sale_order_id),
+		'status', s.status, 'delayed', s.delayed, 'eta', s.eta,
+		'open_exception', s.open_exception, 'route', s.route,
+		'tracking_ref', s.tracking_ref, 'pod', s.pod,
+		'delivered_at', s.delivered_at, 'fully_delivered', s.fully_delivered,
+		'lines', v_lines, 'weight', s.weight, 'weight_uom', s.weight_uom,
+		'charges', s.charges,
+		'charges_total', (SELECT COALESCE(sum((c->>'amount')::numeric), 0)
+							FROM jsonb_array_elements(s.charges) c));
+END
+$$;
+COMMENT ON FUNCTION @extschema@.shipment_state(integer) IS
+	'The state of a shipment as one JSON document: what billing rule conditions (jsonpath) are evaluated against. lines (per move: ordered, delivered) is filled once a proof of delivery is in.';
+REVOKE ALL ON FUNCTION @extschema@.shipment_state(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.shipment_state(integer) TO odoo_sync_reader;
+
+CREATE FUNCTION @extschema@._note(p_note text)
+RETURNS void
+LANGUAGE sql
+AS $$ SELECT pg_catalog.set_config('odoo_sync_apply.note', p_note, true); $$;
+COMMENT ON FUNCTION @extschema@._note(text) IS
+	'Private: what the current handler did, recorded as the effect in shipment_history.';
+
+------------------------------------------------------------------ built-in handlers
+
+CREATE PROCEDURE @extschema@.handle_route_assigned(ev @extschema@.inbound)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@
+AS $$
+DECLARE
+	d jsonb := ev.data;
+	v_ref text := d->>'tracking_ref';
+BEGIN
+	UPDATE shipment
+	   SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, route = d->>'route',
+		   vehicle = COALESCE(d->>'vehicle', vehicle),
+		   driver = COALESCE(d->>'driver', driver),
+		   planned_eta = COALESCE((d->>'planned_eta')::timestamptz, planned_eta),
+		   eta = COALESCE(eta, (d->>'planned_eta')::timestamptz),
+		   tracking_ref = COALESCE(v_ref, tracking_ref)
+	 WHERE picking_id = ev.picking_id;
+	IF v_ref IS NOT NULL THEN
+		-- safe in SQL: a plain char field without business logic
+		UPDATE public.stock_picking
+		   SET carrier_tracking_ref = v_ref,
+			   write_date = pg_catalog.now() AT TIME ZONE 'UTC'
+		 WHERE id = ev.picking_id
+		   AND carrier_tracking_ref IS DISTINCT FROM v_ref;
+		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'route assigned; carrier_tracking_ref set', true);
+	ELSE
+		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'route assigned', true);
+	END IF;
+END
+$$;
+COMMENT ON PROCEDURE @extschema@.handle_route_assigned(@extschema@.inbound) IS
+	'Built-in handler of shipment.route_assigned: route, vehicle, driver, planned ETA; writes carrier_tracking_ref to the picking.';
+
+CREATE PROCEDURE @extschema@.handle_milestone(ev @extschema@.inbound)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@
+AS $$
+DECLARE
+	d jsonb := ev.data;
+	v_status text := d->>'status';
+	s shipment;
+	v_newer boolean;
+BEGIN
+	-- the apply worker is the only writer of shipment rows: no row lock
+	SELECT * INTO s FROM shipment WHERE picking_id = ev.picking_id;
+	v_newer := s.location_time IS NULL OR ev.event_time >= s.location_time;
+	IF v_newer THEN
+		UPDATE shipment
+		   SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, last_location = COALESCE(d->'location', last_location),
+			   location_time = ev.event_time,
+			   eta = COALESCE((d->>'eta')::timestamptz, eta)
+		 WHERE picking_id = ev.picking_id;
+	END IF;
+
+	IF v_status IN ('exception', 'delayed') THEN
+		IF v_status = 'delayed' THEN
+			IF s.status IS DISTINCT FROM 'delivered' AND s.status IS DISTINCT FROM 'returned' THEN
+				UPDATE shipment SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, delayed = true WHERE picking_id = ev.picking_id;
+				PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'delayed', true);
+			ELSE
+				PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'kept in history: delay reported after delivery', true);
+			END IF;
+		ELSIF s.delivered_at IS NOT NULL AND ev.event_time <= s.delivered_at THEN
+			-- an exception that happened before the delivery we know of
+			PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'kept in history: exception before delivery', true);
+		ELSE
+			UPDATE shipment
+			   SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, open_exception = jsonb_build_object(
+					'code', d->>'exception_code', 'text', d->>'exception_text',
+					'status', v_status, 'time', ev.event_time, 'inbound_id', ev.id)
+			 WHERE picking_id = ev.picking_id;
+			PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'exception opened', true);
+		END IF;
+		RETURN;
+	END IF;
+
+	IF _status_rank(v_status) > _status_rank(s.status) THEN
+		UPDATE shipment
+		   SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, status = v_status, status_time = ev.event_time,
+			   delayed = CASE WHEN v_status IN ('delivered', 'returned') THEN false ELSE delayed END,
+			   delivered_at = CASE WHEN v_status = 'delivered'
+								   THEN COALESCE(delivered_at, ev.event_time) ELSE delivered_at END,
+			   -- a later delivery resolves an earlier exception;
+			   -- failed_delivery opens one of its own
+			   open_exception = CASE
+					WHEN v_status = 'failed_delivery' THEN jsonb_build_object(
+						'code', d->>'exception_code', 'text', d->>'exception_text',
+						'status', v_status, 'time', ev.event_time, 'inbound_id', ev.id)
+					WHEN v_status IN ('delivered', 'returned')
+						 AND (open_exception->>'time')::timestamptz <= ev.event_time THEN NULL
+					ELSE open_exception END
+		 WHERE picking_id = ev.picking_id;
+		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'status ' || COALESCE(s.status, 'none') || ' -> ' || v_status, true);
+	ELSE
+		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'kept in history: ' || v_status || ' does not move status '
+					  || COALESCE(s.status, 'none') || ' back', true);
+	END IF;
+END
+$$;
+COMMENT ON PROCEDURE @extschema@.handle_milestone(@extschema@.inbound) IS
+	'Built-in handler of shipment.milestone: the monotonic status machine; exceptions and delays are conditions, a later delivery resolves an exception.';
+
+CREATE PROCEDURE @extschema@.handle_pod(ev @extschema@.inbound)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@
+AS $$
+DECLARE
+	d jsonb := ev.data;
+	v_pick record;
+	v_lines jsonb := '[]';
+	l jsonb;
+	v_move record;
+	v_full boolean := true;
+	v_delivered timestamptz := (d->>'delivered_at')::timestamptz;
+	s shipment;
+BEGIN
+	SELECT p.state INTO v_pick FROM public.stock_picking p WHERE p.id = ev.picking_id;
+	IF v_pick.state = 'cancel' THEN
+		RAISE EXCEPTION 'proof of delivery for cancelled picking %', ev.picking_id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = 'The picking was cancelled in Odoo; nothing can be delivered on it.';
+	END IF;
+	-- the apply worker is the only writer of shipment rows: no row lock
+	SELECT * INTO s FROM shipment WHERE picking_id = ev.picking_id;
+	IF s.pod IS NOT NULL THEN
+		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'kept in history: proof of delivery already recorded', true);
+		RETURN;
+	END IF;
+
+	-- map each line to a move of the picking (by move_id or product_id)
+	FOR l IN SELECT * FROM jsonb_array_elements(COALESCE(d->'lines', '[]')) LOOP
+		SELECT m.id, m.product_id, m.product_uom_qty INTO v_move
+		  FROM public.stock_move m
+		 WHERE m.picking_id = ev.picking_id AND COALESCE(m.state, '') <> 'cancel'
+		   AND (m.id = (l->>'move_id')::integer OR
+				(l->>'move_id' IS NULL AND m.product_id = (l->>'product_id')::integer))
+		 ORDER BY m.id LIMIT 1;
+		IF NOT FOUND THEN
+			RAISE EXCEPTION 'proof of delivery line does not match picking %', ev.picking_id
+				USING ERRCODE = 'foreign_key_violation',
+					  DETAIL = pg_catalog.format('No move of the picking for %s.', l);
+		END IF;
+		v_lines := v_lines || jsonb_build_object('move_id', v_move.id,
+			'product_id', v_move.product_id, 'ordered', v_move.product_uom_qty,
+			'quantity', (l->>'quantity')::numeric);
+	END LOOP;
+	IF jsonb_array_length(v_lines) = 0 THEN
+		-- no lines: everything was delivered as ordered
+		SELECT COALESCE(jsonb_agg(jsonb_build_object('move_id', m.id,
+				'product_id', m.product_id, 'ordered', m.product_uom_qty,
+				'quantity', m.product_uom_qty) ORDER BY m.id), '[]')
+		  INTO v_lines
+		  FROM public.stock_move m
+		 WHERE m.picking_id = ev.picking_id AND COALESCE(m.state, '') <> 'cancel';
+	END IF;
+	-- fully delivered when every move got at least its ordered quantity
+	SELECT COALESCE(bool_and(COALESCE(x.q, 0) >= m.product_uom_qty), true) INTO v_full
+	  FROM public.stock_move m
+	  LEFT JOIN (SELECT (e->>'move_id')::integer AS move_id, sum((e->>'quantity')::numeric) AS q
+				   FROM jsonb_array_elements(v_lines) e GROUP BY 1) x ON x.move_id = m.id
+	 WHERE m.picking_id = ev.picking_id AND COALESCE(m.state, '') <> 'cancel';
+
+	UPDATE shipment
+	   SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, pod = jsonb_build_object('inbound_id', ev.id, 'signed_by', d->>'signed_by',
+				'signature_ref', d->>'signature_ref', 'photo_ref', d->>'photo_ref',
+				'delivered_at', v_delivered, 'lines', v_lines),
+		   fully_delivered = v_full,
+		   delivered_at = v_delivered,
+		   weight = COALESCE((d->>'weight')::numeric, weight),
+		   weight_uom = CASE WHEN d ? 'weight' THEN COALESCE(d->>'weight_uom', 'kg') ELSE weight_uom END,
+		   status = CASE WHEN _status_rank(status) < _status_rank('delivered') THEN 'delivered' ELSE status END,
+		   status_time = CASE WHEN _status_rank(status) < _status_rank('delivered') THEN v_delivered ELSE status_time END,
+		   delayed = false,
+		   open_exception = CASE WHEN (open_exception->>'time')::timestamptz <= v_delivered
+								 THEN NULL ELSE open_exception END
+	 WHERE picking_id = ev.picking_id;
+	PERFORM pg_catalog.set_config('odoo_sync_apply.note', CASE WHEN v_full THEN 'proof of delivery: complete'
+					   ELSE 'proof of delivery: partial' END, true);
+END
+$$;
+COMMENT ON PROCEDURE @extschema@.handle_pod(@extschema@.inbound) IS
+	'Built-in handler of shipment.pod: records the proof of delivery with delivered quantities per move; the shipment becomes delivered.';
+
+CREATE PROCEDURE @extschema@.handle_weight_confirmed(ev @extschema@.inbound)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@
+AS $$
+BEGIN
+	UPDATE shipment
+	   SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, weight = (ev.data->>'weight')::numeric,
+		   weight_uom = COALESCE(ev.data->>'uom', 'kg')
+	 WHERE picking_id = ev.picking_id;
+	PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'weight confirmed', true);
+END
+$$;
+COMMENT ON PROCEDURE @extschema@.handle_weight_confirmed(@extschema@.inbound) IS
+	'Built-in handler of shipment.weight_confirmed: the confirmed shipping weight.';
+
+CREATE PROCEDURE @extschema@.handle_charge(ev @extschema@.inbound)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@
+AS $$
+DECLARE
+	d jsonb := ev.data;
+	v_charge jsonb;
+	inv erp_action;
+	s shipment;
+	v_kind text;
+BEGIN
+	v_charge := jsonb_build_object('inbound_id', ev.id, 'source', ev.source,
+		'event_id', ev.event_id, 'code', d->>'code', 'kind', d->>'kind',
+		'amount', d->'amount', 'currency', d->>'currency',
+		'description', d->>'description', 'quantity', d->'quantity',
+		'time', ev.event_time);
+	SELECT * INTO s FROM shipment WHERE picking_id = ev.picking_id FOR UPDATE;
+	UPDATE shipment SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, charges = charges || jsonb_build_array(v_charge)
+	 WHERE picking_id = ev.picking_id;
+
+	SELECT * INTO inv FROM erp_action
+	 WHERE idempotency_key = 'create_invoice:' || ev.picking_id FOR UPDATE;
+	IF NOT FOUND THEN
+		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'charge recorded; will be invoiced', true);
+	ELSIF inv.state = 'pending' THEN
+		-- the addon has not started the invoice yet: it takes the charge too
+		UPDATE erp_action
+		   SET payload = jsonb_set(payload, '{charges}',
+								   COALESCE(payload->'charges', '[]') || jsonb_build_array(v_charge)),
+			   updated_at = pg_catalog.clock_timestamp()
+		 WHERE id = inv.id;
+		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'charge added to the pending invoice action', true);
+	ELSE
+		-- invoicing has started or is done: an adjustment of its own
+		v_kind := CASE WHEN (d->>'amount')::numeric < 0 THEN 'credit_note'
+					   ELSE 'supplementary_invoice' END;
+		INSERT INTO erp_action (idempotency_key, kind, picking_id, sale_order_id,
+								payload, depends_on, inbound_id, correlation_id)
+		VALUES ('charge:' || ev.source || ':' || ev.event_id, v_kind, ev.picking_id,
+				s.sale_order_id,
+				jsonb_build_object('picking_id', ev.picking_id, 'sale_order_id', s.sale_order_id,
+								   'charges', jsonb_build_array(v_charge),
+								   'invoice_action', inv.idempotency_key),
+				'post_invoice:' || ev.picking_id, ev.id, ev.correlation_id)
+		ON CONFLICT (idempotency_key) DO NOTHING;
+		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'charge after invoicing: ' || v_kind || ' queued', true);
+	END IF;
+END
+$$;
+COMMENT ON PROCEDURE @extschema@.handle_charge(@extschema@.inbound) IS
+	'Built-in handler of shipment.charge: adds the charge to the shipment; before invoicing it goes into the invoice, after it a credit note (negative) or supplementary invoice (positive) is queued.';
+
+SELECT @extschema@.register_handler('shipment.route_assigned', '@extschema@.handle_route_assigned(@extschema@.inbound)');
+SELECT @extschema@.register_handler('shipment.milestone', '@extschema@.handle_milestone(@extschema@.inbound)');
+SELECT @extschema@.register_handler('shipment.pod', '@extschema@.handle_pod(@extschema@.inbound)');
+SELECT @extschema@.register_handler('shipment.weight_confirmed', '@extschema@.handle_weight_confirmed(@extschema@.inbound)');
+SELECT @extschema@.register_handler('shipment.charge', '@extschema@.handle_charge(@extschema@.inbound)');
+
+------------------------------------------------------------------ billing
+
+CREATE FUNCTION @extschema@._action_payload(p_kind text, p_state jsonb)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, @extschema@
+AS $$
+	SELECT CASE p_kind
+		WHEN 'validate_picking' THEN jsonb_build_object(
+			'picking_id', p_state->'picking_id', 'picking_name', p_state->'picking_name',
+			'moves', (SELECT COALESCE(jsonb_agg(jsonb_build_object(
+						'move_id', l->'move_id', 'product_id', l->'product_id',
+						'quantity', COALESCE(l->'delivered', '0'::jsonb))), '[]')
+						FROM jsonb_array_elements(p_state->'lines') l),
+			'backorder', NOT COALESCE((p_state->>'fully_delivered')::boolean, true),
+			'proof_of_delivery', p_state->'pod')
+		WHEN 'create_invoice' THEN jsonb_build_object(
+			'picking_id', p_state->'picking_id', 'sale_order_id', p_state->'sale_order_id',
+			'partial', NOT COALESCE((p_state->>'fully_delivered')::boolean, true),
+			'charges', p_state->'charges')
+		ELSE jsonb_build_object(
+			'picking_id', p_state->'picking_id', 'sale_order_id', p_state->'sale_order_id')
+	END
+$$;
+COMMENT ON FUNCTION @extschema@._action_payload(text, jsonb) IS
+	'Private: the payload of an ERP action of a kind, built from the shipment state.';
+
+-- Evaluates the billing rules of a picking; returns the number of actions queued.
+CREATE FUNCTION @extschema@._evaluate_billing(p_picking integer, p_inbound bigint, p_correlation text)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@
+AS $$
+DECLARE
+	r billing_rule;
+	v_state jsonb;
+	v_n integer := 0;
+	v_one integer;
+BEGIN
+	FOR r IN SELECT * FROM billing_rule b
+			  WHERE b.enabled
+				AND NOT EXISTS (SELECT 1 FROM erp_action a
+								 WHERE a.idempotency_key = b.action || ':' || p_picking)
+			  ORDER BY b.priority, b.id LOOP
+		-- checked here, not in the query: an action queued by an earlier
+		-- rule of this loop satisfies a later rule's prerequisite
+		IF r.depends_on IS NOT NULL AND NOT EXISTS (
+				SELECT 1 FROM erp_action a
+				 WHERE a.idempotency_key = r.depends_on || ':' || p_picking) THEN
+			CONTINUE;
+		END IF;
+		IF v_state IS NULL THEN
+			v_state := shipment_state(p_picking);
+		END IF;
+		IF jsonb_path_match(v_state, r.condition, r.vars, true) IS TRUE THEN
+			INSERT INTO erp_action (idempotency_key, kind, picking_id, sale_order_id,
+									payload, depends_on, rule_id, inbound_id, correlation_id)
+			VALUES (r.action || ':' || p_picking, r.action, p_picking,
+					(v_state->>'sale_order_id')::integer,
+					_action_payload(r.action, v_state),
+					CASE WHEN r.depends_on IS NOT NULL THEN r.depends_on || ':' || p_picking END,
+					r.id, p_inbound, p_correlation)
+			ON CONFLICT (idempotency_key) DO NOTHING;
+			GET DIAGNOSTICS v_one = ROW_COUNT;
+			v_n := v_n + v_one;
+		END IF;
+	END LOOP;
+	RETURN v_n;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._evaluate_billing(integer, bigint, text) IS
+	'Private: queues the ERP actions whose billing rule now holds for a picking.';
+
+------------------------------------------------------------------ apply (called by the apply worker)
+
+CREATE FUNCTION @extschema@._apply_event(p_id bigint)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@
+AS $$
+DECLARE
+	ev inbound;
+	v_call text;
+	v_before text;
+	v_after text;
+	v_note text;
+	v_queued integer;
+BEGIN
+	-- no row lock: the apply worker is the only one to change accepted events
+	SELECT * INTO ev FROM inbound WHERE id = p_id AND state = 'accepted';
+	IF NOT FOUND THEN
+		RETURN 0;
+	END IF;
+	SELECT h.call_sql INTO v_call FROM handler h WHERE h.type = ev.type;
+	IF v_call IS NULL THEN
+		RAISE EXCEPTION 'no handler for inbound event type "%"', ev.type
+			USING ERRCODE = 'undefined_function',
+				  HINT = 'Register one with odoo_sync.register_handler(), then odoo_sync.reapply_dead().';
+	END IF;
+	SELECT s.status INTO v_before FROM shipment s WHERE s.picking_id = ev.picking_id;
+	IF NOT FOUND THEN
+		PERFORM _shipment_ensure(ev.picking_id, ev.correlation_id);
+	END IF;
+	PERFORM pg_catalog.set_config('odoo_sync_apply.note', '', true);
+
+	-- built-in handlers by static CALL (its plan is cached), others dynamically
+	CASE v_call
+		WHEN 'CALL @extschema@.handle_milestone($1)' THEN CALL handle_milestone(ev);
+		WHEN 'CALL @extschema@.handle_pod($1)' THEN CALL handle_pod(ev);
+		WHEN 'CALL @extschema@.handle_charge($1)' THEN CALL handle_charge(ev);
+		WHEN 'CALL @extschema@.handle_route_assigned($1)' THEN CALL handle_route_assigned(ev);
+		WHEN 'CALL @extschema@.handle_weight_confirmed($1)' THEN CALL handle_weight_confirmed(ev);
+		ELSE EXECUTE v_call USING ev;
+	END CASE;
+
+	-- (handlers set updated_at and last_inbound_id with their own changes)
+	SELECT s.status INTO v_after FROM shipment s WHERE s.picking_id = ev.picking_id;
+	IF ev.correlation_id IS NOT NULL THEN
+		UPDATE shipment SET correlation_id = ev.correlation_id
+		 WHERE picking_id = ev.picking_id AND correlation_id IS NULL;
+	END IF;
+	v_note := NULLIF(pg_catalog.current_setting('odoo_sync_apply.note', true), '');
+	INSERT INTO shipment_history (picking_id, inbound_id, type, event_time,
+								  status_before, status_after, effect, data)
+	VALUES (ev.picking_id, ev.id, ev.type, ev.event_time, v_before, v_after,
+			COALESCE(v_note, CASE WHEN v_before IS DISTINCT FROM v_after
+								  THEN 'status changed' ELSE 'applied' END),
+			ev.data);
+	UPDATE inbound SET state = 'applied', applied_at = pg_catalog.clock_timestamp(),
+		   attempts = attempts + 1
+	 WHERE id = p_id;
+	-- built-in handlers other than charge never queue actions themselves
+	IF v_call IN ('CALL @extschema@.handle_milestone($1)', 'CALL @extschema@.handle_pod($1)',
+				  'CALL @extschema@.handle_route_assigned($1)',
+				  'CALL @extschema@.handle_weight_confirmed($1)') THEN
+		RETURN 0;
+	END IF;
+	SELECT count(*) INTO v_queued FROM erp_action WHERE inbound_id = p_id;
+	RETURN v_queued;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._apply_event(bigint) IS
+	'Private: applies one accepted inbound event (handler, history, state applied); called by the apply worker in a subtransaction, which then evaluates the billing rules once per picking. Returns the number of ERP actions the handler queued.';
+REVOKE ALL ON FUNCTION @extschema@._apply_event(bigint) FROM PUBLIC;
+
+-- Inserts an ir_cron_trigger row for the addon's cron job when the addon is
+-- installed; returns whether a NOTIFY cron_trigger should follow.
+CREATE FUNCTION @extschema@._cron_trigger()
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@
+AS $$
+DECLARE
+	v_cron integer;
+BEGIN
+	IF pg_catalog.to_regclass('public.ir_model_data') IS NULL
+	   OR pg_catalog.to_regclass('public.ir_cron_trigger') IS NULL THEN
+		RETURN false;
+	END IF;
+	SELECT d.res_id INTO v_cron
+	  FROM public.ir_model_data d
+	 WHERE d.module = 'odoo_sync' AND d.name = 'ir_cron_odoo_sync_erp_actions'
+	   AND d.model = 'ir.cron';
+	IF v_cron IS NULL THEN
+		RETURN false;			-- the addon is not installed: actions wait, visible
+	END IF;
+	-- one due trigger is enough: the cron job takes every pending action
+	IF NOT EXISTS (SELECT 1 FROM public.ir_cron_trigger t
+					WHERE t.cron_id = v_cron
+					  AND t.call_at <= pg_catalog.now() AT TIME ZONE 'UTC') THEN
+		INSERT INTO public.ir_cron_trigger (cron_id, call_at, create_date, write_date)
+		VALUES (v_cron, pg_catalog.now() AT TIME ZONE 'UTC',
+				pg_catalog.now() AT TIME ZONE 'UTC', pg_catalog.now() AT TIME ZONE 'UTC');
+	END IF;
+	RETURN true;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._cron_trigger() IS
+	'Private: asks Odoo''s cron runner to run the addon''s ERP action job now (ir_cron_trigger row); false when the addon is not installed.';
+REVOKE ALL ON FUNCTION @extschema@._cron_trigger() FROM PUBLIC;
+
+------------------------------------------------------------------ operator functions
+
+CREATE FUNCTION @extschema@.reapply(p_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@
+AS $$
+BEGIN
+	UPDATE inbound
+	   SET state = 'accepted', dead_at = NULL, error_sqlstate = NULL,
+		   error_message = NULL, error_detail = NULL
+	 WHERE id = p_id AND state = 'dead';
+	IF NOT FOUND THEN
+		RETURN false;
+	END IF;
+	PERFORM _wake_at_commit('apply');
+	RETURN true;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.reapply(bigint) IS
+	'Puts a dead inbound event back in the queue of the apply worker; false when it is not dead.';
+
+CREATE FUNCTION @extschema@.reapply_dead(p_type text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@
+AS $$
+DECLARE
+	v_n bigint;
+BEGIN
+	UPDATE inbound
+	   SET state = 'accepted', dead_at = NULL, error_sqlstate = NULL,
+		   error_message = NULL, error_detail = NULL
+	 WHERE state = 'dead' AND (p_type IS NULL OR type = p_type);
+	GET DIAGNOSTICS v_n = ROW_COUNT;
+	IF v_n > 0 THEN
+		PERFORM _wake_at_commit('apply');
+	END IF;
+	RETURN v_n;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.reapply_dead(text) IS
+	'Puts every dead inbound event (of one type, or all) back in the apply queue; returns how many.';
+
+REVOKE ALL ON FUNCTION @extschema@.reapply(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.reapply_dead(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.reapply(bigint) TO odoo_sync_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.reapply_dead(text) TO odoo_sync_operator;
+
+------------------------------------------------------------------ views and grants
+
+CREATE VIEW @extschema@.inbound_dead AS
+	SELECT i.id, i.source, i.event_id, i.type, i.subject, i.picking_id,
+		   i.event_time, i.attempts, i.error_sqlstate, i.error_message,
+		   i.error_detail, i.dead_at
+	  FROM @extschema@.inbound i
+	 WHERE i.state = 'dead';
+COMMENT ON VIEW @extschema@.inbound_dead IS
+	'Inbound events a handler could not apply, with the reason; retry with odoo_sync.reapply(id) or odoo_sync.reapply_dead(type).';
+
+CREATE VIEW @extschema@.erp_action_waiting AS
+	SELECT a.id, a.idempotency_key, a.kind, a.picking_id, a.sale_order_id,
+		   a.state, a.depends_on, a.created_at,
+		   pg_catalog.clock_timestamp() - a.created_at AS waiting
+	  FROM @extschema@.erp_action a
+	 WHERE a.state IN ('pending', 'running', 'failed');
+COMMENT ON VIEW @extschema@.erp_action_waiting IS
+	'ERP actions the addon has not completed yet (waiting here when the addon is not installed).';
+
+GRANT SELECT ON @extschema@.inbound, @extschema@.handler, @extschema@.shipment,
+	@extschema@.shipment_history, @extschema@.erp_action, @extschema@.billing_rule,
+	@extschema@.inbound_dead, @extschema@.erp_action_waiting TO odoo_sync_reader;
+GRANT INSERT, UPDATE, DELETE ON @extschema@.billing_rule TO odoo_sync_admin;
+
+-- Private helpers: nobody but the extension's own code calls them.
+REVOKE ALL ON FUNCTION @extschema@._status_rank(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._shipment_ensure(integer, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._note(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._action_payload(text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._evaluate_billing(integer, bigint, text) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE @extschema@.handle_route_assigned(@extschema@.inbound) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE @extschema@.handle_milestone(@extschema@.inbound) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE @extschema@.handle_pod(@extschema@.inbound) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE @extschema@.handle_weight_confirmed(@extschema@.inbound) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE @extschema@.handle_charge(@extschema@.inbound) FROM PUBLIC;
