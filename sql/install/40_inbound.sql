@@ -172,11 +172,14 @@ CREATE TABLE @extschema@.billing_rule (
 	depends_on	text CHECK (depends_on ~ '^[a-z][a-z0-9_]*$'),
 	priority	integer NOT NULL DEFAULT 100,
 	enabled		boolean NOT NULL DEFAULT true,
-	description	text
+	description	text,
+	builtin		boolean NOT NULL DEFAULT false
 );
 COMMENT ON TABLE @extschema@.billing_rule IS
 	'When to queue an ERP action: condition is a jsonpath predicate over odoo_sync.shipment_state(picking) with vars as its variables; evaluated after every applied event, in priority order, each action at most once per picking.';
-SELECT pg_catalog.pg_extension_config_dump('@extschema@.billing_rule', '');
+-- The rules shipped here are created by the install script: dumping them
+-- too would make pg_restore collide with them (duplicate names).
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.billing_rule', 'WHERE NOT builtin');
 
 INSERT INTO @extschema@.billing_rule (name, action, condition, vars, depends_on, priority, description) VALUES
 ('validate_on_pod', 'validate_picking',
@@ -191,6 +194,7 @@ INSERT INTO @extschema@.billing_rule (name, action, condition, vars, depends_on,
  '$.pod != null && $.open_exception == null && $.sale_order_id != null && ($.fully_delivered == true || $partial_billing == true)',
  '{"partial_billing": false}', 'create_invoice', 30,
  'Post the invoice created by invoice_on_pod.');
+UPDATE @extschema@.billing_rule SET builtin = true;
 
 ------------------------------------------------------------------ ingest
 
