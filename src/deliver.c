@@ -194,6 +194,7 @@ static int	nendpoints = 0;
 static Results results;
 static TimestampTz endpoints_loaded_at = 0;
 static bool claim_all = true;
+static TimestampTz reload_at = 0;	/* an endpoint reload is due then */
 
 static SPIPlanPtr plan_claim = NULL;
 static SPIPlanPtr plan_next_due = NULL;
@@ -1259,6 +1260,9 @@ compute_timeout(TimestampTz now)
 {
 	int64		t = 1000 * 1000;	/* reload endpoints at least every second */
 
+	if (reload_at != 0)
+		t = Min(t, reload_at - now);
+
 	for (int i = 0; i < nendpoints; i++)
 	{
 		Endpoint   *ep = endpoints[i];
@@ -1373,9 +1377,17 @@ odoo_sync_deliver_main(Datum main_arg)
 		MemoryContextSwitchTo(TurnContext);
 
 		now = GetCurrentTimestamp();
+		/*
+		 * A wake-up may come from an endpoint change: reload then, at most
+		 * every 100 ms (a wake-up sooner than that schedules one).
+		 */
+		if (woken && reload_at == 0)
+			reload_at = endpoints_loaded_at + 100 * 1000;
 		reload = endpoints_loaded_at == 0 ||
 			now - endpoints_loaded_at >= 1000 * 1000 ||
-			(woken && now - endpoints_loaded_at >= 100 * 1000);
+			(reload_at != 0 && now >= reload_at);
+		if (reload)
+			reload_at = 0;
 		if (woken)
 			claim_all = true;
 		if (reload || have_results() || any_claim_wanted(now))

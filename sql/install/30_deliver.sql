@@ -599,7 +599,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, @extschema@
 AS $$
 BEGIN
-	DELETE FROM @extschema@.subscription WHERE id = subscription;
+	DELETE FROM @extschema@.subscription s WHERE s.id = unsubscribe.subscription;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'subscription % does not exist', subscription
 			USING ERRCODE = 'undefined_object';
