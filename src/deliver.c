@@ -88,6 +88,10 @@ static const char *const lane_names[NLANES] = {"critical", "bulk"};
 #define KEY_MAX 512
 #define CLAIM_MAX 5000
 
+/* results are recorded at once past this many, else within RESULT_DELAY */
+#define RESULT_BATCH 256
+#define RESULT_DELAY_US 2000
+
 typedef enum Circuit
 {
 	CIRCUIT_CLOSED,
@@ -396,6 +400,7 @@ find_endpoint(int id)
 }
 
 static void release_queued(Endpoint *ep);
+static bool have_results(void);
 
 /*
  * load_endpoints
@@ -817,12 +822,13 @@ claim(Endpoint *ep, int lane, int limit)
 			 "           AND p.aggregate_type = q.aggregate_type"
 			 "           AND p.aggregate_id = q.aggregate_id"
 			 "           AND p.aggregate_seq < q.aggregate_seq))"
-			 "    ORDER BY q.next_at LIMIT $3"
+			 "    ORDER BY q.id LIMIT $3"
 			 "    FOR UPDATE SKIP LOCKED)"
 			 "  RETURNING d.id, d.attempts, d.created_at, d.event_id)"
 			 " SELECT c.id, c.attempts, c.created_at, c.event_id::text,"
-			 "        odoo_sync.cloudevent(e)::text, odoo_sync.traceparent(e)"
+			 "        x.ce::text, x.ce->>'traceparent'"
 			 "   FROM c LEFT JOIN odoo_sync.event e ON e.id = c.event_id"
+			 "   LEFT JOIN LATERAL (SELECT odoo_sync.cloudevent(e) AS ce) x ON true"
 			 "  ORDER BY e.seq",
 			 5, types, values, SPI_OK_SELECT);
 	n = SPI_processed;
@@ -1262,6 +1268,8 @@ compute_timeout(TimestampTz now)
 
 	if (reload_at != 0)
 		t = Min(t, reload_at - now);
+	if (have_results())
+		t = Min(t, RESULT_DELAY_US);
 
 	for (int i = 0; i < nendpoints; i++)
 	{
@@ -1294,6 +1302,34 @@ have_results(void)
 	return results.n_ok > 0 || results.n_fail > 0 || results.n_rel > 0;
 }
 
+static TimestampTz first_result_at = 0;
+
+/*
+ * results_due
+ *		Whether the results waiting should be recorded now: many of them,
+ *		old ones (a successor of the same aggregate waits for them), or
+ *		nothing else running.
+ */
+static bool
+results_due(TimestampTz now)
+{
+	if (!have_results())
+		return false;
+	if (first_result_at == 0)
+		first_result_at = now;
+	return results.n_ok + results.n_fail >= RESULT_BATCH ||
+		results.n_rel > 0 ||
+		now - first_result_at >= RESULT_DELAY_US ||
+		http_running() == 0;
+}
+
+/* a lane's local queue holds less than one round of requests */
+static bool
+queue_low(Endpoint *ep, int lane)
+{
+	return queue_len(&ep->queue[lane]) < lane_cap(ep, lane) * ep->batch_size;
+}
+
 static bool
 any_claim_wanted(TimestampTz now)
 {
@@ -1312,7 +1348,8 @@ any_claim_wanted(TimestampTz now)
 			continue;
 		}
 		for (int l = 0; l < NLANES; l++)
-			if ((ep->want_claim[l] || (ep->next_due[l] != 0 && ep->next_due[l] <= now)) &&
+			if (((ep->want_claim[l] && queue_low(ep, l)) ||
+				 (ep->next_due[l] != 0 && ep->next_due[l] <= now)) &&
 				claim_room(ep, l) > 0)
 				return true;
 	}
@@ -1390,8 +1427,9 @@ odoo_sync_deliver_main(Datum main_arg)
 			reload_at = 0;
 		if (woken)
 			claim_all = true;
-		if (reload || have_results() || any_claim_wanted(now))
+		if (reload || results_due(now) || any_claim_wanted(now))
 		{
+			first_result_at = 0;
 			if (!db_turn(now, reload))
 			{
 				odoo_sync_worker_detach();

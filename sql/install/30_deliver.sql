@@ -135,7 +135,10 @@ COMMENT ON COLUMN @extschema@.delivery.next_at IS 'When the row may be claimed: 
 COMMENT ON COLUMN @extschema@.delivery.leased_by IS 'PID of the deliver worker holding the row in flight (NULL when waiting).';
 COMMENT ON COLUMN @extschema@.delivery.event_at IS 'Commit time of the event (capture time when unknown): latency is measured from it.';
 ALTER TABLE @extschema@.delivery SET (fillfactor = 70);
-CREATE INDEX delivery_claim_idx ON @extschema@.delivery (endpoint_id, lane, next_at);
+-- Claims scan by id and filter on next_at: next_at is not indexed, so
+-- claiming (lease) and rescheduling are HOT updates that add no index
+-- entries, and a busy queue does not bloat its indexes.
+CREATE INDEX delivery_claim_idx ON @extschema@.delivery (endpoint_id, lane, id);
 CREATE INDEX delivery_aggregate_idx
 	ON @extschema@.delivery (endpoint_id, aggregate_type, aggregate_id, aggregate_seq);
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.delivery', '');
@@ -253,40 +256,50 @@ CREATE TRIGGER event_fan_out
 
 -- CloudEvents -------------------------------------------------------------
 
+CREATE FUNCTION @extschema@._trace_id(correlation_id text, event_id uuid)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+	SELECT CASE WHEN c OPERATOR(pg_catalog.~) '^[0-9a-f]{32}$'
+				 AND c OPERATOR(pg_catalog.!~) '^0+$' THEN c
+			ELSE pg_catalog.md5(coalesce(correlation_id, event_id::text)) END
+	  FROM (SELECT pg_catalog.lower(pg_catalog.replace(coalesce(correlation_id, ''), '-', '')) AS c) x
+$$;
+COMMENT ON FUNCTION @extschema@._trace_id(text, uuid) IS
+	'Private: W3C trace id of an event (the correlation id when it is 32 hex digits or a UUID, else its MD5).';
+
+-- No SET clause: a plain expression, inlined into the claim query.
 CREATE FUNCTION @extschema@.traceparent(e @extschema@.event)
 RETURNS text
-LANGUAGE sql STABLE
-SET search_path = pg_catalog
+LANGUAGE sql IMMUTABLE
 AS $$
-	SELECT '00-' ||
-		CASE WHEN c ~ '^[0-9a-f]{32}$' AND c !~ '^0+$' THEN c
-			 ELSE md5(coalesce(e.correlation_id, e.id::text)) END ||
-		'-' || substr(md5(e.id::text), 1, 16) || '-01'
-	  FROM (SELECT lower(replace(coalesce(e.correlation_id, ''), '-', '')) AS c) x
+	SELECT '00-' || @extschema@._trace_id(e.correlation_id, e.id) ||
+		'-' || pg_catalog.substr(pg_catalog.md5(e.id::text), 1, 16) || '-01'
 $$;
 COMMENT ON FUNCTION @extschema@.traceparent(@extschema@.event) IS
 	'W3C traceparent of an event: trace id from the correlation id (itself when it is 32 hex digits or a UUID, else its MD5), parent id from the event id.';
 GRANT EXECUTE ON FUNCTION @extschema@.traceparent(@extschema@.event) TO odoo_sync_reader;
 
+-- No SET clause (it would prevent inlining into the claim query): every
+-- name is qualified.
 CREATE FUNCTION @extschema@.cloudevent(e @extschema@.event)
 RETURNS jsonb
 LANGUAGE sql STABLE
-SET search_path = pg_catalog
 AS $$
-	SELECT jsonb_strip_nulls(jsonb_build_object(
+	SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
 		'specversion', '1.0',
 		'id', e.id,
 		'source', e.source,
 		'type', e.type,
 		'subject', e.aggregate_type || '/' || e.aggregate_id,
-		'time', to_char(coalesce(e.commit_time, e.captured_at) AT TIME ZONE 'UTC',
+		'time', pg_catalog.to_char(pg_catalog.timezone('UTC', coalesce(e.commit_time, e.captured_at)),
 						'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
 		'datacontenttype', 'application/json',
 		'sequence', e.aggregate_seq::text,
 		'correlationid', e.correlation_id,
 		'lane', e.lane,
-		'traceparent', @extschema@.traceparent(e))) ||
-		jsonb_build_object('data', e.payload)
+		'traceparent', @extschema@.traceparent(e))) OPERATOR(pg_catalog.||)
+		pg_catalog.jsonb_build_object('data', e.payload)
 $$;
 COMMENT ON FUNCTION @extschema@.cloudevent(@extschema@.event) IS
 	'The CloudEvents 1.0 structured form of an event, as delivered (extensions: sequence, correlationid, lane, traceparent).';
