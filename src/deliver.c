@@ -149,6 +149,8 @@ typedef struct Endpoint
 	int			active_items[NLANES];
 	bool		want_claim[NLANES];
 	TimestampTz next_due[NLANES];	/* 0 = none known */
+	TimestampTz *due[NLANES];	/* retry times this worker scheduled */
+	int			ndue[NLANES];
 	Circuit		circuit;
 	int			failures;
 	TimestampTz opened_at;
@@ -198,10 +200,10 @@ static int	nendpoints = 0;
 static Results results;
 static TimestampTz endpoints_loaded_at = 0;
 static bool claim_all = true;
-static TimestampTz reload_at = 0;	/* an endpoint reload is due then */
+static TimestampTz reload_at = 0;
+static TimestampTz last_sweep = 0;	/* last claim over every endpoint */	/* an endpoint reload is due then */
 
 static SPIPlanPtr plan_claim = NULL;
-static SPIPlanPtr plan_next_due = NULL;
 static SPIPlanPtr plan_ok = NULL;
 static SPIPlanPtr plan_fail = NULL;
 static SPIPlanPtr plan_release = NULL;
@@ -747,6 +749,41 @@ persist_states(void)
 /* ------------------------------------------------------------------ */
 /* claiming */
 
+#define DUE_MAX 4096
+
+/* remembers a retry time; past DUE_MAX, the periodic sweep finds it */
+static void
+due_push(Endpoint *ep, int lane, TimestampTz t)
+{
+	if (ep->due[lane] == NULL)
+		ep->due[lane] = MemoryContextAlloc(DeliverContext, sizeof(TimestampTz) * DUE_MAX);
+	if (ep->ndue[lane] < DUE_MAX)
+		ep->due[lane][ep->ndue[lane]++] = t;
+	if (ep->next_due[lane] == 0 || t < ep->next_due[lane])
+		ep->next_due[lane] = t;
+}
+
+/* forgets the retry times that have passed; next_due is the next one */
+static void
+due_pop(Endpoint *ep, int lane, TimestampTz now)
+{
+	int			k = 0;
+	TimestampTz min = 0;
+
+	for (int i = 0; i < ep->ndue[lane]; i++)
+	{
+		TimestampTz t = ep->due[lane][i];
+
+		if (t <= now)
+			continue;
+		ep->due[lane][k++] = t;
+		if (min == 0 || t < min)
+			min = t;
+	}
+	ep->ndue[lane] = k;
+	ep->next_due[lane] = min;
+}
+
 static int
 lane_cap(Endpoint *ep, int lane)
 {
@@ -795,82 +832,105 @@ claim_room(Endpoint *ep, int lane)
 	return target - queue_len(&ep->queue[lane]) - ep->active_items[lane];
 }
 
-static int
-claim(Endpoint *ep, int lane, int limit)
+/*
+ * claim_many
+ *		Claims work for every (endpoint, lane) listed, in one statement
+ *		(critical lanes listed first), and appends it to the local queues.
+ *		Sets got[i] to the number of rows claimed for entry i.
+ */
+static void
+claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 {
-	Oid			types[5] = {INT4OID, TEXTOID, INT4OID, INT4OID, INT8OID};
+	Oid			types[5] = {INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+	INT8ARRAYOID, INT4OID};
 	Datum		values[5];
+	Datum	   *d_ep = palloc(sizeof(Datum) * n);
+	Datum	   *d_lane = palloc(sizeof(Datum) * n);
+	Datum	   *d_lim = palloc(sizeof(Datum) * n);
+	Datum	   *d_lease = palloc(sizeof(Datum) * n);
 	MemoryContext old;
-	uint64		n;
+	uint64		rows;
 
-	values[0] = Int32GetDatum(ep->id);
-	values[1] = text_datum(lane_names[lane]);
-	values[2] = Int32GetDatum(limit);
-	values[3] = Int32GetDatum(MyProcPid);
-	values[4] = Int64GetDatum(ep->timeout_ms + ep->connect_ms + deliver_lease_margin);
+	for (int i = 0; i < n; i++)
+	{
+		d_ep[i] = Int32GetDatum(eps[i]->id);
+		d_lane[i] = text_datum(lane_names[lanes[i]]);
+		d_lim[i] = Int32GetDatum(limits[i]);
+		d_lease[i] = Int64GetDatum(eps[i]->timeout_ms + eps[i]->connect_ms +
+								   deliver_lease_margin);
+		got[i] = 0;
+	}
+	values[0] = PointerGetDatum(make_array(d_ep, n, INT4OID));
+	values[1] = PointerGetDatum(make_array(d_lane, n, TEXTOID));
+	values[2] = PointerGetDatum(make_array(d_lim, n, INT4OID));
+	values[3] = PointerGetDatum(make_array(d_lease, n, INT8OID));
+	values[4] = Int32GetDatum(MyProcPid);
+
+	/*
+	 * For each (endpoint, lane): the oldest due rows whose predecessors in
+	 * their aggregate are all finished (ordered subscriptions), locked with
+	 * SKIP LOCKED; the lease expiry becomes their next_at.
+	 */
 	run_plan(&plan_claim,
-			 "WITH c AS ("
-			 " UPDATE odoo_sync.delivery d"
-			 "    SET next_at = now() + $5 * interval '1 millisecond',"
-			 "        attempts = d.attempts + 1, leased_by = $4"
-			 "  WHERE d.id IN ("
+			 "WITH x AS (SELECT * FROM unnest($1, $2, $3, $4) AS x(ep, lane, lim, lease)),"
+			 " s AS (SELECT q.id, x.lease FROM x CROSS JOIN LATERAL ("
 			 "   SELECT q.id FROM odoo_sync.delivery q"
-			 "    WHERE q.endpoint_id = $1 AND q.lane = $2 AND q.next_at <= now()"
+			 "    WHERE q.endpoint_id = x.ep AND q.lane = x.lane AND q.next_at <= now()"
 			 "      AND (NOT q.ordered OR NOT EXISTS ("
 			 "        SELECT 1 FROM odoo_sync.delivery p"
 			 "         WHERE p.endpoint_id = q.endpoint_id"
 			 "           AND p.aggregate_type = q.aggregate_type"
 			 "           AND p.aggregate_id = q.aggregate_id"
 			 "           AND p.aggregate_seq < q.aggregate_seq))"
-			 "    ORDER BY q.id LIMIT $3"
-			 "    FOR UPDATE SKIP LOCKED)"
-			 "  RETURNING d.id, d.attempts, d.created_at, d.event_id)"
-			 " SELECT c.id, c.attempts, c.created_at, c.event_id::text,"
-			 "        x.ce::text, x.ce->>'traceparent'"
+			 "    ORDER BY q.id LIMIT x.lim"
+			 "    FOR UPDATE SKIP LOCKED) q),"
+			 " c AS ("
+			 " UPDATE odoo_sync.delivery d"
+			 "    SET next_at = now() + s.lease * interval '1 millisecond',"
+			 "        attempts = d.attempts + 1, leased_by = $5"
+			 "   FROM s WHERE d.id = s.id"
+			 "  RETURNING d.id, d.endpoint_id, d.lane, d.attempts, d.created_at, d.event_id)"
+			 " SELECT c.endpoint_id, c.lane, c.id, c.attempts, c.created_at, c.event_id::text,"
+			 "        y.ce::text, y.ce->>'traceparent'"
 			 "   FROM c LEFT JOIN odoo_sync.event e ON e.id = c.event_id"
-			 "   LEFT JOIN LATERAL (SELECT odoo_sync.cloudevent(e) AS ce) x ON true"
+			 "   LEFT JOIN LATERAL (SELECT odoo_sync.cloudevent(e) AS ce) y ON true"
 			 "  ORDER BY e.seq",
 			 5, types, values, SPI_OK_SELECT);
-	n = SPI_processed;
+	rows = SPI_processed;
 	old = MemoryContextSwitchTo(DeliverContext);
-	for (uint64 r = 0; r < n; r++)
+	for (uint64 r = 0; r < rows; r++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[r];
 		TupleDesc	td = SPI_tuptable->tupdesc;
 		bool		isnull;
-		DItem	   *it = palloc0(sizeof(DItem));
+		int			epid = DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull));
+		char	   *lane_s = SPI_getvalue(tup, td, 2);
+		int			lane = strcmp(lane_s, "bulk") == 0 ? LANE_BULK : LANE_CRITICAL;
+		Endpoint   *ep = NULL;
+		DItem	   *it;
 		char	   *s;
 
-		it->id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
-		it->attempts = DatumGetInt32(SPI_getbinval(tup, td, 2, &isnull));
-		it->created_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 3, &isnull));
-		s = SPI_getvalue(tup, td, 4);
+		for (int i = 0; i < n; i++)
+			if (eps[i]->id == epid && lanes[i] == lane)
+			{
+				ep = eps[i];
+				got[i]++;
+				break;
+			}
+		if (ep == NULL)
+			elog(ERROR, "claimed a delivery for endpoint %d that was not asked for", epid);
+		it = palloc0(sizeof(DItem));
+		it->id = DatumGetInt64(SPI_getbinval(tup, td, 3, &isnull));
+		it->attempts = DatumGetInt32(SPI_getbinval(tup, td, 4, &isnull));
+		it->created_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 5, &isnull));
+		s = SPI_getvalue(tup, td, 6);
 		strlcpy(it->event_id, s, sizeof(it->event_id));
-		it->json = SPI_getvalue(tup, td, 5);
+		it->json = SPI_getvalue(tup, td, 7);
 		it->jsonlen = it->json ? strlen(it->json) : 0;
-		it->traceparent = SPI_getvalue(tup, td, 6);
+		it->traceparent = SPI_getvalue(tup, td, 8);
 		queue_push(&ep->queue[lane], it);
 	}
 	MemoryContextSwitchTo(old);
-	return (int) n;
-}
-
-static TimestampTz
-next_due(Endpoint *ep, int lane)
-{
-	Oid			types[2] = {INT4OID, TEXTOID};
-	Datum		values[2];
-	bool		isnull;
-	Datum		d;
-
-	values[0] = Int32GetDatum(ep->id);
-	values[1] = text_datum(lane_names[lane]);
-	run_plan(&plan_next_due,
-			 "SELECT min(next_at) FROM odoo_sync.delivery"
-			 " WHERE endpoint_id = $1 AND lane = $2 AND next_at > now()",
-			 2, types, values, SPI_OK_SELECT);
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return isnull ? 0 : DatumGetTimestampTz(d);
 }
 
 /*
@@ -900,26 +960,48 @@ db_turn(TimestampTz now, bool reload)
 	record_results();
 	persist_states();
 
-	for (int lane = 0; lane < NLANES; lane++)
 	{
-		for (int i = 0; i < nendpoints; i++)
-		{
-			Endpoint   *ep = endpoints[i];
-			int			room;
-			int			got;
+		int			max = nendpoints * NLANES + 1;
+		int			n = 0;
+		Endpoint  **eps = palloc(sizeof(Endpoint *) * max);
+		int		   *lanes = palloc(sizeof(int) * max);
+		int		   *limits = palloc(sizeof(int) * max);
+		int		   *got = palloc(sizeof(int) * max);
 
-			if (!(claim_all || ep->want_claim[lane] ||
-				  (ep->next_due[lane] != 0 && ep->next_due[lane] <= now)))
-				continue;
-			if (!can_claim(ep, now))
-				continue;
-			room = claim_room(ep, lane);
-			if (room <= 0)
-				continue;
-			got = claim(ep, lane, room);
-			ep->want_claim[lane] = (got == room);
-			if (got < room)
-				ep->next_due[lane] = next_due(ep, lane);
+		for (int lane = 0; lane < NLANES; lane++)
+			for (int i = 0; i < nendpoints; i++)
+			{
+				Endpoint   *ep = endpoints[i];
+				int			room;
+
+				if (!(claim_all || ep->want_claim[lane] ||
+					  (ep->next_due[lane] != 0 && ep->next_due[lane] <= now)))
+					continue;
+				if (!can_claim(ep, now))
+					continue;
+				room = claim_room(ep, lane);
+				if (room <= 0)
+					continue;
+				eps[n] = ep;
+				lanes[n] = lane;
+				limits[n] = room;
+				n++;
+			}
+		if (n > 0)
+			claim_many(n, eps, lanes, limits, got);
+		for (int i = 0; i < n; i++)
+		{
+			Endpoint   *ep = eps[i];
+			int			lane = lanes[i];
+
+			/*
+			 * A full claim may leave more behind.  Rows due later are only
+			 * those this worker rescheduled (next_due tracks them) or those
+			 * of a previous worker (the periodic sweep finds them).
+			 */
+			ep->want_claim[lane] = (got[i] == limits[i]);
+			if (ep->next_due[lane] != 0 && ep->next_due[lane] <= now)
+				due_pop(ep, lane, now);
 		}
 	}
 	/* the state may have moved to half-open in can_claim() */
@@ -1199,7 +1281,8 @@ finish_send(Send *s)
 
 	ep->active[s->lane]--;
 	ep->active_items[s->lane] -= s->nitems;
-	ep->want_claim[s->lane] = true;
+	for (int l = 0; l < NLANES; l++)
+		ep->want_claim[l] = true;	/* successors may now be due */
 	if (s->probe)
 		ep->probe_in_flight = false;
 
@@ -1242,12 +1325,7 @@ finish_send(Send *s)
 			}
 			add_fail(it->id, req->status, errbuf, excerpt, now, retry_at);
 			if (retry_at != DT_NOEND)
-			{
-				int			l = s->lane;
-
-				if (ep->next_due[l] == 0 || retry_at < ep->next_due[l])
-					ep->next_due[l] = retry_at;
-			}
+				due_push(ep, s->lane, retry_at);
 		}
 		free_item(it);
 	}
@@ -1425,8 +1503,11 @@ odoo_sync_deliver_main(Datum main_arg)
 			(reload_at != 0 && now >= reload_at);
 		if (reload)
 			reload_at = 0;
-		if (woken)
+		if (woken || now - last_sweep >= 1000 * 1000)
+		{
 			claim_all = true;
+			last_sweep = now;
+		}
 		if (reload || results_due(now) || any_claim_wanted(now))
 		{
 			first_result_at = 0;

@@ -134,7 +134,13 @@ COMMENT ON TABLE @extschema@.delivery IS
 COMMENT ON COLUMN @extschema@.delivery.next_at IS 'When the row may be claimed: the retry time, or the lease expiry while in flight.';
 COMMENT ON COLUMN @extschema@.delivery.leased_by IS 'PID of the deliver worker holding the row in flight (NULL when waiting).';
 COMMENT ON COLUMN @extschema@.delivery.event_at IS 'Commit time of the event (capture time when unknown): latency is measured from it.';
-ALTER TABLE @extschema@.delivery SET (fillfactor = 70);
+-- A queue: room for HOT updates, and vacuum soon after a burst so that
+-- claims do not walk dead index entries for long.
+ALTER TABLE @extschema@.delivery SET (fillfactor = 70,
+	autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000,
+	autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 20000,
+	autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 5000,
+	autovacuum_vacuum_cost_delay = 0);
 -- Claims scan by id and filter on next_at: next_at is not indexed, so
 -- claiming (lease) and rescheduling are HOT updates that add no index
 -- entries, and a busy queue does not bloat its indexes.
@@ -260,10 +266,11 @@ CREATE FUNCTION @extschema@._trace_id(correlation_id text, event_id uuid)
 RETURNS text
 LANGUAGE sql IMMUTABLE
 AS $$
-	SELECT CASE WHEN c OPERATOR(pg_catalog.~) '^[0-9a-f]{32}$'
-				 AND c OPERATOR(pg_catalog.!~) '^0+$' THEN c
+	SELECT CASE WHEN pg_catalog.lower(pg_catalog.replace(coalesce(correlation_id, ''), '-', ''))
+					 OPERATOR(pg_catalog.~) '^[0-9a-f]{32}$'
+				 AND coalesce(correlation_id, '') OPERATOR(pg_catalog.!~) '^[0-]+$'
+				THEN pg_catalog.lower(pg_catalog.replace(correlation_id, '-', ''))
 			ELSE pg_catalog.md5(coalesce(correlation_id, event_id::text)) END
-	  FROM (SELECT pg_catalog.lower(pg_catalog.replace(coalesce(correlation_id, ''), '-', '')) AS c) x
 $$;
 COMMENT ON FUNCTION @extschema@._trace_id(text, uuid) IS
 	'Private: W3C trace id of an event (the correlation id when it is 32 hex digits or a UUID, else its MD5).';
