@@ -58,6 +58,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/md5.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -70,6 +71,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/json.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -413,7 +415,6 @@ static void
 load_endpoints(bool first)
 {
 	int			rc;
-	MemoryContext old;
 
 	rc = SPI_execute("SELECT e.id, e.name, e.url, e.enabled,"
 					 " (extract(epoch FROM e.connect_timeout) * 1000)::int8,"
@@ -439,7 +440,6 @@ load_endpoints(bool first)
 	for (int i = 0; i < nendpoints; i++)
 		endpoints[i]->present = false;
 
-	old = MemoryContextSwitchTo(DeliverContext);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[r];
@@ -453,12 +453,12 @@ load_endpoints(bool first)
 
 		if (ep == NULL)
 		{
-			ep = palloc0(sizeof(Endpoint));
+			ep = MemoryContextAllocZero(DeliverContext, sizeof(Endpoint));
 			ep->id = id;
 			ep->tokens = 1;
 			endpoints = endpoints ?
 				repalloc(endpoints, sizeof(Endpoint *) * (nendpoints + 1)) :
-				palloc(sizeof(Endpoint *));
+				MemoryContextAlloc(DeliverContext, sizeof(Endpoint *));
 			endpoints[nendpoints++] = ep;
 			for (int l = 0; l < NLANES; l++)
 				ep->want_claim[l] = true;
@@ -484,10 +484,19 @@ load_endpoints(bool first)
 		ep->present = true;
 		s = SPI_getvalue(tup, td, 2);
 		if (ep->name == NULL || strcmp(ep->name, s) != 0)
-			ep->name = pstrdup(s);
+		{
+			if (ep->name)
+				pfree(ep->name);
+			ep->name = MemoryContextStrdup(DeliverContext, s);
+		}
 		s = SPI_getvalue(tup, td, 3);
 		if (ep->url == NULL || strcmp(ep->url, s) != 0)
-			ep->url = pstrdup(s);	/* the old one may be in use */
+		{
+			/* libcurl keeps its own copy of the URL of running requests */
+			if (ep->url)
+				pfree(ep->url);
+			ep->url = MemoryContextStrdup(DeliverContext, s);
+		}
 		ep->enabled = DatumGetBool(SPI_getbinval(tup, td, 4, &isnull));
 		ep->connect_ms = DatumGetInt64(SPI_getbinval(tup, td, 5, &isnull));
 		ep->timeout_ms = DatumGetInt64(SPI_getbinval(tup, td, 6, &isnull));
@@ -514,6 +523,10 @@ load_endpoints(bool first)
 						 errhint("Set it again with odoo_sync.set_endpoint_secret().")));
 		}
 		s = SPI_getvalue(tup, td, 18);
+		for (int h = 0; h < ep->nheaders; h++)
+			pfree(ep->headers[h]);
+		if (ep->headers)
+			pfree(ep->headers);
 		ep->nheaders = 0;
 		ep->headers = NULL;
 		if (s)
@@ -525,9 +538,9 @@ load_endpoints(bool first)
 			for (char *p = s; *p; p++)
 				if (*p == '\n')
 					n++;
-			ep->headers = palloc(sizeof(char *) * n);
+			ep->headers = MemoryContextAlloc(DeliverContext, sizeof(char *) * n);
 			for (tok = strtok_r(s, "\n", &save); tok; tok = strtok_r(NULL, "\n", &save))
-				ep->headers[ep->nheaders++] = pstrdup(tok);
+				ep->headers[ep->nheaders++] = MemoryContextStrdup(DeliverContext, tok);
 		}
 		if (!ep->enabled && was_enabled)
 			release_queued(ep);
@@ -537,7 +550,6 @@ load_endpoints(bool first)
 		if (first)
 			ep->state_dirty = false;
 	}
-	MemoryContextSwitchTo(old);
 
 	for (int i = 0; i < nendpoints; i++)
 		if (!endpoints[i]->present)
@@ -833,6 +845,105 @@ claim_room(Endpoint *ep, int lane)
 }
 
 /*
+ * build_cloudevent
+ *		Writes the CloudEvents 1.0 JSON of a claimed event into it->json and
+ *		its traceparent into it->traceparent (DeliverContext).  Same content
+ *		as the SQL function odoo_sync.cloudevent(), built here because the
+ *		jsonb functions cost a quarter of the worker's time.  Columns: 8
+ *		source, 9 type, 10 aggregate_type, 11 aggregate_id, 12 time,
+ *		13 aggregate_seq, 14 correlation_id, 15 lane, 16 payload text.
+ */
+static void
+build_cloudevent(DItem *it, HeapTuple tup, TupleDesc td)
+{
+	StringInfoData b;
+	bool		isnull;
+	char	   *corr = SPI_getvalue(tup, td, 14);
+	char		trace[33];
+	char		parent[33];
+	char		buf[128];
+	struct pg_tm tm;
+	fsec_t		fsec;
+	TimestampTz t;
+	const char *errstr = NULL;
+	int			n = 0;
+
+	/* trace id: the correlation id if it is 32 hex digits (or a UUID) */
+	if (corr)
+	{
+		for (const char *p = corr; *p && n <= 32; p++)
+		{
+			if (*p == '-')
+				continue;
+			if (!isxdigit((unsigned char) *p))
+			{
+				n = 99;
+				break;
+			}
+			trace[n++] = pg_ascii_tolower((unsigned char) *p);
+		}
+	}
+	trace[Min(n, 32)] = '\0';
+	if (n != 32 || strspn(trace, "0") == 32)
+	{
+		const char *src = corr ? corr : it->event_id;
+
+		if (!pg_md5_hash(src, strlen(src), trace, &errstr))
+			elog(ERROR, "could not compute an MD5 hash: %s", errstr ? errstr : "?");
+	}
+	if (!pg_md5_hash(it->event_id, strlen(it->event_id), parent, &errstr))
+		elog(ERROR, "could not compute an MD5 hash: %s", errstr ? errstr : "?");
+	parent[16] = '\0';
+	snprintf(buf, sizeof(buf), "00-%s-%s-01", trace, parent);
+	it->traceparent = MemoryContextStrdup(DeliverContext, buf);
+
+	initStringInfo(&b);
+	appendStringInfoString(&b, "{\"specversion\":\"1.0\",\"id\":\"");
+	appendStringInfoString(&b, it->event_id);
+	appendStringInfoString(&b, "\",\"source\":");
+	escape_json(&b, SPI_getvalue(tup, td, 8));
+	appendStringInfoString(&b, ",\"type\":");
+	escape_json(&b, SPI_getvalue(tup, td, 9));
+	appendStringInfoString(&b, ",\"subject\":");
+	{
+		char	   *at = SPI_getvalue(tup, td, 10);
+		char	   *ai = SPI_getvalue(tup, td, 11);
+		char	   *subj = psprintf("%s/%s", at, ai);
+
+		escape_json(&b, subj);
+		pfree(subj);
+	}
+	t = DatumGetTimestampTz(SPI_getbinval(tup, td, 12, &isnull));
+	if (!isnull && timestamp2tm(t, NULL, &tm, &fsec, NULL, NULL) == 0)
+	{
+		snprintf(buf, sizeof(buf),
+				 ",\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%06dZ\"",
+				 tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min,
+				 tm.tm_sec, (int) fsec);
+		appendStringInfoString(&b, buf);
+	}
+	appendStringInfoString(&b, ",\"datacontenttype\":\"application/json\",\"sequence\":\"");
+	appendStringInfoString(&b, SPI_getvalue(tup, td, 13));
+	appendStringInfoChar(&b, '"');
+	if (corr)
+	{
+		appendStringInfoString(&b, ",\"correlationid\":");
+		escape_json(&b, corr);
+	}
+	appendStringInfoString(&b, ",\"lane\":");
+	escape_json(&b, SPI_getvalue(tup, td, 15));
+	appendStringInfoString(&b, ",\"traceparent\":\"");
+	appendStringInfoString(&b, it->traceparent);
+	appendStringInfoString(&b, "\",\"data\":");
+	appendStringInfoString(&b, SPI_getvalue(tup, td, 16));
+	appendStringInfoChar(&b, '}');
+	it->json = MemoryContextAlloc(DeliverContext, b.len + 1);
+	memcpy(it->json, b.data, b.len + 1);
+	it->jsonlen = b.len;
+	pfree(b.data);
+}
+
+/*
  * claim_many
  *		Claims work for every (endpoint, lane) listed, in one statement
  *		(critical lanes listed first), and appends it to the local queues.
@@ -848,7 +959,6 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 	Datum	   *d_lane = palloc(sizeof(Datum) * n);
 	Datum	   *d_lim = palloc(sizeof(Datum) * n);
 	Datum	   *d_lease = palloc(sizeof(Datum) * n);
-	MemoryContext old;
 	uint64		rows;
 
 	for (int i = 0; i < n; i++)
@@ -891,13 +1001,13 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 			 "   FROM s WHERE d.id = s.id"
 			 "  RETURNING d.id, d.endpoint_id, d.lane, d.attempts, d.created_at, d.event_id)"
 			 " SELECT c.endpoint_id, c.lane, c.id, c.attempts, c.created_at, c.event_id::text,"
-			 "        y.ce::text, y.ce->>'traceparent'"
+			 "        e.id IS NOT NULL, e.source, e.type, e.aggregate_type, e.aggregate_id,"
+			 "        coalesce(e.commit_time, e.captured_at), e.aggregate_seq,"
+			 "        e.correlation_id, e.lane, e.payload::text"
 			 "   FROM c LEFT JOIN odoo_sync.event e ON e.id = c.event_id"
-			 "   LEFT JOIN LATERAL (SELECT odoo_sync.cloudevent(e) AS ce) y ON true"
 			 "  ORDER BY e.seq",
 			 5, types, values, SPI_OK_SELECT);
 	rows = SPI_processed;
-	old = MemoryContextSwitchTo(DeliverContext);
 	for (uint64 r = 0; r < rows; r++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[r];
@@ -919,18 +1029,16 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 			}
 		if (ep == NULL)
 			elog(ERROR, "claimed a delivery for endpoint %d that was not asked for", epid);
-		it = palloc0(sizeof(DItem));
+		it = MemoryContextAllocZero(DeliverContext, sizeof(DItem));
 		it->id = DatumGetInt64(SPI_getbinval(tup, td, 3, &isnull));
 		it->attempts = DatumGetInt32(SPI_getbinval(tup, td, 4, &isnull));
 		it->created_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 5, &isnull));
 		s = SPI_getvalue(tup, td, 6);
 		strlcpy(it->event_id, s, sizeof(it->event_id));
-		it->json = SPI_getvalue(tup, td, 7);
-		it->jsonlen = it->json ? strlen(it->json) : 0;
-		it->traceparent = SPI_getvalue(tup, td, 8);
+		if (DatumGetBool(SPI_getbinval(tup, td, 7, &isnull)))
+			build_cloudevent(it, tup, td);
 		queue_push(&ep->queue[lane], it);
 	}
-	MemoryContextSwitchTo(old);
 }
 
 /*

@@ -153,7 +153,16 @@ unb=$(rate unbatched "$N_UNBATCHED")
 echo "odoo_sync unbatched: $N_UNBATCHED events, concurrency $CONC: $unb events/s (queue drained ${secs}s after commit)"
 
 insert_events "$N_BATCHED" bench.batched
+if [ -n "${PERF:-}" ]; then
+	dpid=$(psql_ -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'odoo_sync deliver'")
+	perf record -F 999 -g -o "$work/perf.data" -p "$dpid" -- sleep 4 >/dev/null 2>&1 &
+	perf_pid=$!
+fi
 secs=$(drain batched)
+if [ -n "${PERF:-}" ]; then
+	wait "$perf_pid"
+	perf report -i "$work/perf.data" --stdio --no-children --percent-limit 1.5 -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40
+fi
 bat=$(rate batched "$N_BATCHED")
 echo "odoo_sync batched(100): $N_BATCHED events, concurrency $CONC: $bat events/s (queue drained ${secs}s after commit)"
 

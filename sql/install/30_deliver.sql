@@ -150,7 +150,7 @@ CREATE INDEX delivery_aggregate_idx
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.delivery', '');
 
 CREATE TABLE @extschema@.delivery_done (
-	id				bigint PRIMARY KEY,
+	id				bigint NOT NULL,	-- the delivery's id (no index: written once per event, looked up by event)
 	endpoint_id		integer NOT NULL,
 	event_id		uuid NOT NULL,
 	state			text NOT NULL CHECK (state IN ('delivered', 'dead')),
