@@ -134,9 +134,10 @@ COMMENT ON TABLE @extschema@.delivery IS
 COMMENT ON COLUMN @extschema@.delivery.next_at IS 'When the row may be claimed: the retry time, or the lease expiry while in flight.';
 COMMENT ON COLUMN @extschema@.delivery.leased_by IS 'PID of the deliver worker holding the row in flight (NULL when waiting).';
 COMMENT ON COLUMN @extschema@.delivery.event_at IS 'Commit time of the event (capture time when unknown): latency is measured from it.';
--- A queue: room for HOT updates, and vacuum soon after a burst so that
--- claims do not walk dead index entries for long.
-ALTER TABLE @extschema@.delivery SET (fillfactor = 70,
+-- A queue: room for HOT updates (a claim updates every row of a page at
+-- once, so a page must keep room for all its rows' new versions), and
+-- vacuum soon after a burst so that claims do not walk dead entries.
+ALTER TABLE @extschema@.delivery SET (fillfactor = 45,
 	autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000,
 	autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 20000,
 	autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 5000,
