@@ -45,7 +45,11 @@ test: deps all
 	@./test/run.sh
 
 test-odoo: deps all
-	@ODOO_ONLY=1 ./test/run.sh
+	@TESTS=odoo ./test/run.sh
+
+# The whole loop on a real Odoo 17 server (needs ODOO_SRC, see docs/odoo-addon.md).
+demo-odoo: deps all
+	@./test/odoo/demo.sh
 
 demo: deps all
 	@./demo/demo.sh

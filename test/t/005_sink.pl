@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 # Self-test of the loopback sink (sink.py), verify_webhook.py and OdooSync::Sink.
-# Run: prove test/sink/selftest.pl
+
 use strict;
 use warnings;
 
