@@ -144,6 +144,7 @@ typedef struct Endpoint
 	bool		verify_tls;
 	unsigned char key[KEY_MAX];
 	int			keylen;			/* -1: no secret, no signature */
+	bool		secret_warned;	/* an unusable secret was reported */
 
 	/* runtime */
 	Queue		queue[NLANES];
@@ -515,12 +516,18 @@ load_endpoints(bool first)
 		if (secret)
 		{
 			explicit_bzero(secret, strlen(secret));
-			if (ep->keylen < 0)
+			if (ep->keylen >= 0)
+				ep->secret_warned = false;
+			else if (!ep->secret_warned)
+			{
+				/* once per bad secret, not at every reload */
+				ep->secret_warned = true;
 				ereport(WARNING,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("secret of endpoint \"%s\" is not usable; its requests are sent unsigned",
 								ep->name),
 						 errhint("Set it again with odoo_sync.set_endpoint_secret().")));
+			}
 		}
 		s = SPI_getvalue(tup, td, 18);
 		for (int h = 0; h < ep->nheaders; h++)
