@@ -6,8 +6,9 @@
 # config in a temp dir, answering 200 to every POST), then measures:
 #   1. the raw client: bench/deliver/rawcurl.c, a plain libcurl multi client
 #      with the same number of keep-alive connections (16) -> requests/s
-#   2. odoo_sync unbatched: N events committed at once, one CloudEvent per
-#      request, concurrency 16 -> events/s from commit to the last 2xx
+#   2. odoo_sync unbatched: N events committed at once (one transaction, as a
+#      big Odoo import would), one CloudEvent per request, concurrency 16
+#      -> events/s from that commit to the last 2xx
 #   3. odoo_sync batched: batch_size 100 -> events/s
 #   4. latency: pgbench commits single events at a steady 1,000/s for
 #      LAT_SECONDS; nginx logs $msec and webhook-id; commit -> sink p50/p99
@@ -107,7 +108,8 @@ echo "raw libcurl multi client, $CONC keep-alive connections: $raw_line"
 
 # ---------------------------------------------------------------- 2./3. throughput
 # insert_events N TYPE: one transaction, N events over N aggregates (a
-# shipment each), as capture would write them.
+# shipment each), as capture would write them; prints the server's clock at
+# the end of the transaction (its commit, within a millisecond).
 run=0
 insert_events() {
 	run=$((run + 1))
@@ -115,7 +117,8 @@ insert_events() {
 		aggregate_seq, lane, correlation_id, payload)
 		SELECT gen_random_uuid(), '$2', 'odoo://bench', 'shipment', '$2/$run/' || g, 1, 'bulk',
 			   'SO' || g, jsonb_build_object('picking', 'WH/OUT/' || g, 'qty', g % 7, 'state', 'assigned')
-		  FROM generate_series(1, $1) g"
+		  FROM generate_series(1, $1) g;
+		SELECT extract(epoch FROM clock_timestamp())"
 }
 # drain ENDPOINT: seconds from now until the endpoint's queue is empty
 drain() {
@@ -128,12 +131,27 @@ drain() {
 	t1=$(date +%s.%N)
 	echo "$t0 $t1" | awk '{printf "%.3f", $2 - $1}'
 }
-# rate ENDPOINT N: events/s from the first claim to the last 2xx, read
-# from the delivery history (the drain loop above only waits)
+# rate ENDPOINT N T0: events/s from T0 (the inserting commit) to
+# the last 2xx, read from the delivery history (the drain loop only waits)
 rate() {
-	psql_ -c "SELECT round($2 / extract(epoch FROM max(d.finished_at) - min(d.created_at)))
+	psql_ -c "SELECT round($2 / (extract(epoch FROM max(d.finished_at)) - $3))
 		FROM odoo_sync.delivery_done d JOIN odoo_sync.endpoint e ON e.id = d.endpoint_id
 		WHERE e.name = '$1' AND d.state = 'delivered'"
+}
+
+# PERF=unbatched|batched: a perf profile of the deliver worker in that phase
+perf_start() {
+	[ "${PERF:-}" = "$1" ] || return 0
+	dpid=$(psql_ -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'odoo_sync deliver'")
+	perf record -F 999 -g -o "$work/perf.data" -p "$dpid" -- sleep 4 >"$work/perf.log" 2>&1 &
+	perf_pid=$!
+}
+perf_show() {
+	[ "${PERF:-}" = "$1" ] || return 0
+	wait "$perf_pid" || cat "$work/perf.log"
+	ls -l "$work/perf.data" >&2
+	perf report -i "$work/perf.data" --stdio --no-children --percent-limit 1 -g none 2>/dev/null |
+		grep -v '^#' | grep -v '^$' | head -40
 }
 
 psql_ -c "SELECT odoo_sync.create_endpoint('unbatched', 'http://127.0.0.1:$ngport/u',
@@ -144,26 +162,21 @@ psql_ -c "SELECT odoo_sync.create_endpoint('batched', 'http://127.0.0.1:$ngport/
 psql_ -c "SELECT odoo_sync.subscribe('batched', '{bench.batched}')" >/dev/null
 sleep 1.2   # the worker picks up new endpoints within a second
 
-insert_events 2000 bench.unbatched; drain unbatched >/dev/null     # warm-up
+insert_events 2000 bench.unbatched >/dev/null; drain unbatched >/dev/null     # warm-up
 psql_ -c "DELETE FROM odoo_sync.delivery_done"
 
-insert_events "$N_UNBATCHED" bench.unbatched
+t0=$(insert_events "$N_UNBATCHED" bench.unbatched)
+perf_start unbatched
 secs=$(drain unbatched)
-unb=$(rate unbatched "$N_UNBATCHED")
+perf_show unbatched
+unb=$(rate unbatched "$N_UNBATCHED" "$t0")
 echo "odoo_sync unbatched: $N_UNBATCHED events, concurrency $CONC: $unb events/s (queue drained ${secs}s after commit)"
 
-insert_events "$N_BATCHED" bench.batched
-if [ -n "${PERF:-}" ]; then
-	dpid=$(psql_ -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'odoo_sync deliver'")
-	perf record -F 999 -g -o "$work/perf.data" -p "$dpid" -- sleep 4 >/dev/null 2>&1 &
-	perf_pid=$!
-fi
+t0=$(insert_events "$N_BATCHED" bench.batched)
+perf_start batched
 secs=$(drain batched)
-if [ -n "${PERF:-}" ]; then
-	wait "$perf_pid"
-	perf report -i "$work/perf.data" --stdio --no-children --percent-limit 1.5 -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40
-fi
-bat=$(rate batched "$N_BATCHED")
+perf_show batched
+bat=$(rate batched "$N_BATCHED" "$t0")
 echo "odoo_sync batched(100): $N_BATCHED events, concurrency $CONC: $bat events/s (queue drained ${secs}s after commit)"
 
 # ---------------------------------------------------------------- 4. latency at a steady rate
