@@ -1,57 +1,1829 @@
 /*-------------------------------------------------------------------------
  *
  * deliver.c
- *	  Placeholder for the deliver worker (to be written by its issue).
+ *	  The deliver worker: sends the event log's deliveries to endpoints.
  *
- * The worker attaches, then idles on its latch until the extension is
- * dropped or it is told to stop.
+ * Queue.  odoo_sync.delivery holds pending and in-flight deliveries (one row
+ * per event and endpoint), created by the fan-out trigger on odoo_sync.event
+ * in the inserting transaction, which also wakes this worker at commit.
+ * Finished deliveries move to odoo_sync.delivery_done (delivered or dead), so
+ * the hot table only holds what is still to do.
+ *
+ * Turn.  Each turn of the loop, in one short transaction: record the results
+ * of the requests that finished, persist circuit breaker changes, and claim
+ * more work (UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)),
+ * which moves next_at to a lease expiry.  The transaction commits, then the
+ * requests are started; no transaction or snapshot is held while HTTP runs.
+ * Claimed rows whose worker died become claimable again when the lease
+ * expires; a starting worker releases its predecessor's leases at once (a
+ * database has one deliver worker).
+ *
+ * Ordering.  For ordered subscriptions, a delivery is claimable only when no
+ * delivery of the same endpoint and aggregate with a smaller aggregate_seq
+ * is still in the queue (pending, retrying or in flight): event n+1 of a
+ * shipment is not sent before event n is delivered or dead.
+ *
+ * Lanes.  Each endpoint keeps a local queue per lane (critical, bulk).
+ * Critical work is claimed and started first, and bulk requests may use at
+ * most concurrency - max(1, concurrency / 4) connections, so a bulk flood
+ * always leaves a connection for critical events.
+ *
+ * Retries.  408, 425, 429, 5xx, timeouts and connection errors are retried
+ * with exponential backoff and full jitter (uniform in [0, min(backoff_max,
+ * backoff_base * 2^(attempt-1))]), or after Retry-After when the endpoint
+ * sends one; other answers (3xx, 4xx) are final.  A delivery is dead when it
+ * failed finally, used max_attempts, or its next try would be later than
+ * created_at + max_age; the dead row keeps the status, error and a bounded
+ * excerpt of the response.
+ *
+ * Circuit breaker.  breaker_threshold consecutive failures (5xx, 408,
+ * timeouts, connection errors) open the circuit: queued work is released,
+ * nothing is claimed.  After breaker_cooldown one request probes (half-open);
+ * success closes the circuit, failure opens it again.
+ *
+ * Rate limit.  A token bucket per endpoint (burst of one request) spaces
+ * requests at 1 / rate_limit seconds.
+ *
+ * Memory.  Endpoints, queued items and requests live in DeliverContext and
+ * are freed one by one; per-turn work uses TurnContext, reset every turn.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <openssl/evp.h>
+#include <sys/socket.h>
+
 #include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "common/md5.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "odoo_sync.h"
+#include "deliver.h"
+
+bool		odoo_sync_allow_private_endpoints = false;
+static int	deliver_lease_margin = 60000;
+
+#define LANE_CRITICAL 0
+#define LANE_BULK 1
+#define NLANES 2
+static const char *const lane_names[NLANES] = {"critical", "bulk"};
+
+#define KEY_MAX 512
+#define CLAIM_MAX 5000
+
+/* results are recorded at once past this many, else within RESULT_DELAY */
+#define RESULT_BATCH 256
+#define RESULT_DELAY_US 2000
+
+typedef enum Circuit
+{
+	CIRCUIT_CLOSED,
+	CIRCUIT_OPEN,
+	CIRCUIT_HALF_OPEN
+} Circuit;
+static const char *const circuit_names[] = {"closed", "open", "half_open"};
+
+typedef struct DItem
+{
+	int64		id;
+	int32		attempts;
+	TimestampTz created_at;
+	char		event_id[40];
+	char	   *json;			/* the CloudEvent, NULL if the event is gone */
+	int			jsonlen;
+	char	   *traceparent;
+} DItem;
+
+typedef struct Queue
+{
+	DItem	  **items;
+	int			head;
+	int			tail;
+	int			cap;
+} Queue;
+
+typedef struct Endpoint
+{
+	int			id;
+	bool		present;		/* still in the endpoint table */
+	bool		enabled;
+	char	   *name;
+	char	   *url;
+	char	  **headers;		/* "Name: value" */
+	int			nheaders;
+	long		connect_ms;
+	long		timeout_ms;
+	int			concurrency;
+	int			batch_size;
+	double		rate_limit;		/* 0 = none */
+	int			max_attempts;
+	int64		max_age_ms;
+	int64		backoff_base_ms;
+	int64		backoff_max_ms;
+	int			breaker_threshold;
+	int64		breaker_cooldown_ms;
+	bool		verify_tls;
+	unsigned char key[KEY_MAX];
+	int			keylen;			/* -1: no secret, no signature */
+	bool		secret_warned;	/* an unusable secret was reported */
+
+	/* runtime */
+	Queue		queue[NLANES];
+	int			active[NLANES]; /* requests in flight */
+	int			active_items[NLANES];
+	bool		want_claim[NLANES];
+	TimestampTz next_due[NLANES];	/* 0 = none known */
+	TimestampTz *due[NLANES];	/* retry times this worker scheduled */
+	int			ndue[NLANES];
+	Circuit		circuit;
+	int			failures;
+	TimestampTz opened_at;
+	bool		probe_in_flight;
+	bool		state_dirty;
+	double		tokens;
+	TimestampTz tokens_at;
+} Endpoint;
+
+typedef struct Send
+{
+	HttpRequest req;			/* first: http.c hands it back */
+	Endpoint   *ep;
+	int			lane;
+	int			nitems;
+	DItem	  **items;
+	char	   *body;
+	struct curl_slist *hdrs;
+	bool		probe;
+} Send;
+
+/* results waiting to be recorded */
+typedef struct Results
+{
+	int			n_ok;
+	int			cap_ok;
+	Datum	   *ok_id;
+	Datum	   *ok_status;
+	Datum	   *ok_at;
+	int			n_fail;
+	int			cap_fail;
+	Datum	   *f_id;
+	Datum	   *f_status;
+	Datum	   *f_error;
+	Datum	   *f_excerpt;
+	Datum	   *f_at;
+	Datum	   *f_retry;
+	int			n_rel;
+	int			cap_rel;
+	Datum	   *rel_id;
+} Results;
+
+static MemoryContext DeliverContext = NULL;
+static MemoryContext TurnContext = NULL;
+static Endpoint **endpoints = NULL;
+static int	nendpoints = 0;
+static Results results;
+static TimestampTz endpoints_loaded_at = 0;
+static bool claim_all = true;
+static TimestampTz reload_at = 0;
+static TimestampTz last_sweep = 0;	/* last claim over every endpoint */	/* an endpoint reload is due then */
+
+static SPIPlanPtr plan_claim = NULL;
+static SPIPlanPtr plan_ok = NULL;
+static SPIPlanPtr plan_fail = NULL;
+static SPIPlanPtr plan_release = NULL;
+static SPIPlanPtr plan_state = NULL;
+
+PG_FUNCTION_INFO_V1(odoo_sync_check_url);
+PG_FUNCTION_INFO_V1(odoo_sync_check_secret);
+PG_FUNCTION_INFO_V1(odoo_sync_raise_hidden);
+
+/* ------------------------------------------------------------------ */
+/* settings */
 
 void
 odoo_sync_deliver_init(void)
 {
+	DefineCustomBoolVariable("odoo_sync.allow_private_endpoints",
+							 "Allows endpoints on loopback, private and "
+							 "link-local addresses.",
+							 "Off by default so that an endpoint URL cannot "
+							 "reach the database server's own network; turn "
+							 "it on for tests, demos and on-premises receivers.",
+							 &odoo_sync_allow_private_endpoints,
+							 false,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("odoo_sync.delivery_lease_margin",
+							"Time added to an endpoint's timeout to form the "
+							"lease of a claimed delivery.",
+							"A delivery whose worker died is sent again when "
+							"its lease expires (a restarted worker takes its "
+							"predecessor's deliveries back at once).",
+							&deliver_lease_margin,
+							60000, 1000, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* small helpers */
+
+static void
+queue_push(Queue *q, DItem *it)
+{
+	if (q->tail == q->cap)
+	{
+		if (q->head > 0)
+		{
+			memmove(q->items, q->items + q->head,
+					sizeof(DItem *) * (q->tail - q->head));
+			q->tail -= q->head;
+			q->head = 0;
+		}
+		if (q->tail == q->cap)
+		{
+			q->cap = q->cap ? q->cap * 2 : 64;
+			q->items = q->items ?
+				repalloc(q->items, sizeof(DItem *) * q->cap) :
+				MemoryContextAlloc(DeliverContext, sizeof(DItem *) * q->cap);
+		}
+	}
+	q->items[q->tail++] = it;
+}
+
+static inline int
+queue_len(Queue *q)
+{
+	return q->tail - q->head;
+}
+
+static DItem *
+queue_pop(Queue *q)
+{
+	DItem	   *it;
+
+	if (q->head == q->tail)
+		return NULL;
+	it = q->items[q->head++];
+	if (q->head == q->tail)
+		q->head = q->tail = 0;
+	return it;
+}
+
+static void
+grow(Datum **arr, int *cap, int need)
+{
+	if (need <= *cap)
+		return;
+	*cap = Max(need, *cap ? *cap * 2 : 256);
+	*arr = *arr ? repalloc(*arr, sizeof(Datum) * *cap) :
+		MemoryContextAlloc(DeliverContext, sizeof(Datum) * *cap);
+}
+
+static void
+free_item(DItem *it)
+{
+	if (it->json)
+		pfree(it->json);
+	if (it->traceparent)
+		pfree(it->traceparent);
+	pfree(it);
+}
+
+/* bounded, valid text from a response body */
+static char *
+clean_excerpt(const char *s, int len)
+{
+	StringInfoData b;
+	bool		utf8 = GetDatabaseEncoding() == PG_UTF8;
+
+	initStringInfo(&b);
+	for (int i = 0; i < len;)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (c == 0)
+		{
+			i++;
+			continue;
+		}
+		if (c < 0x80)
+		{
+			appendStringInfoChar(&b, c);
+			i++;
+			continue;
+		}
+		if (utf8)
+		{
+			int			l = pg_utf_mblen((const unsigned char *) s + i);
+
+			if (i + l <= len && pg_utf8_islegal((const unsigned char *) s + i, l))
+			{
+				appendBinaryStringInfo(&b, s + i, l);
+				i += l;
+				continue;
+			}
+		}
+		appendStringInfoChar(&b, '?');
+		i++;
+	}
+	return b.data;
+}
+
+static Datum
+text_datum(const char *s)
+{
+	return PointerGetDatum(cstring_to_text(s));
+}
+
+static ArrayType *
+make_array(Datum *d, int n, Oid type)
+{
+	switch (type)
+	{
+		case INT8OID:
+			return construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+		case INT4OID:
+			return construct_array(d, n, INT4OID, 4, true, TYPALIGN_INT);
+		case TIMESTAMPTZOID:
+			return construct_array(d, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+		default:
+			return construct_array(d, n, TEXTOID, -1, false, TYPALIGN_INT);
+	}
+}
+
+static void
+run_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types,
+		 Datum *values, int expect)
+{
+	int			rc;
+
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		*plan = p;
+	}
+	rc = SPI_execute_plan(*plan, values, NULL, false, 0);
+	if (rc != expect)
+		elog(ERROR, "SPI_execute_plan returned %s", SPI_result_code_string(rc));
+}
+
+/* ------------------------------------------------------------------ */
+/* endpoints */
+
+static Endpoint *
+find_endpoint(int id)
+{
+	for (int i = 0; i < nendpoints; i++)
+		if (endpoints[i]->id == id)
+			return endpoints[i];
+	return NULL;
+}
+
+static void release_queued(Endpoint *ep);
+static bool have_results(void);
+
+/*
+ * load_endpoints
+ *		(Re)reads the endpoint table.  Must run inside a transaction with SPI
+ *		connected.
+ */
+static void
+load_endpoints(bool first)
+{
+	int			rc;
+
+	rc = SPI_execute("SELECT e.id, e.name, e.url, e.enabled,"
+					 " (extract(epoch FROM e.connect_timeout) * 1000)::int8,"
+					 " (extract(epoch FROM e.timeout) * 1000)::int8,"
+					 " e.concurrency, e.batch_size, coalesce(e.rate_limit, 0),"
+					 " e.max_attempts,"
+					 " (extract(epoch FROM e.max_age) * 1000)::int8,"
+					 " (extract(epoch FROM e.backoff_base) * 1000)::int8,"
+					 " (extract(epoch FROM e.backoff_max) * 1000)::int8,"
+					 " e.breaker_threshold,"
+					 " (extract(epoch FROM e.breaker_cooldown) * 1000)::int8,"
+					 " e.verify_tls, s.secret,"
+					 " (SELECT string_agg(key || ': ' || value, E'\\n')"
+					 "    FROM pg_catalog.jsonb_each_text(e.headers)),"
+					 " st.circuit, st.failures, st.opened_at"
+					 " FROM odoo_sync.endpoint e"
+					 " LEFT JOIN odoo_sync._endpoint_secret s ON s.endpoint_id = e.id"
+					 " LEFT JOIN odoo_sync.endpoint_state st ON st.endpoint_id = e.id"
+					 " ORDER BY e.id", true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read odoo_sync.endpoint");
+
+	for (int i = 0; i < nendpoints; i++)
+		endpoints[i]->present = false;
+
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int			id = DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull));
+		Endpoint   *ep = find_endpoint(id);
+		char	   *s;
+		char	   *secret;
+		bool		was_enabled;
+
+		if (ep == NULL)
+		{
+			ep = MemoryContextAllocZero(DeliverContext, sizeof(Endpoint));
+			ep->id = id;
+			ep->tokens = 1;
+			endpoints = endpoints ?
+				repalloc(endpoints, sizeof(Endpoint *) * (nendpoints + 1)) :
+				MemoryContextAlloc(DeliverContext, sizeof(Endpoint *));
+			endpoints[nendpoints++] = ep;
+			for (int l = 0; l < NLANES; l++)
+				ep->want_claim[l] = true;
+			/* circuit state survives restarts */
+			s = SPI_getvalue(tup, td, 19);
+			if (s && strcmp(s, "open") == 0)
+			{
+				ep->circuit = CIRCUIT_OPEN;
+				ep->opened_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 21, &isnull));
+				if (isnull)
+					ep->opened_at = GetCurrentTimestamp();
+			}
+			else if (s && strcmp(s, "half_open") == 0)
+			{
+				ep->circuit = CIRCUIT_OPEN;
+				ep->opened_at = 0;
+			}
+			ep->failures = DatumGetInt32(SPI_getbinval(tup, td, 20, &isnull));
+			if (isnull)
+				ep->failures = 0;
+		}
+		was_enabled = ep->enabled;
+		ep->present = true;
+		s = SPI_getvalue(tup, td, 2);
+		if (ep->name == NULL || strcmp(ep->name, s) != 0)
+		{
+			if (ep->name)
+				pfree(ep->name);
+			ep->name = MemoryContextStrdup(DeliverContext, s);
+		}
+		s = SPI_getvalue(tup, td, 3);
+		if (ep->url == NULL || strcmp(ep->url, s) != 0)
+		{
+			/* libcurl keeps its own copy of the URL of running requests */
+			if (ep->url)
+				pfree(ep->url);
+			ep->url = MemoryContextStrdup(DeliverContext, s);
+		}
+		ep->enabled = DatumGetBool(SPI_getbinval(tup, td, 4, &isnull));
+		ep->connect_ms = DatumGetInt64(SPI_getbinval(tup, td, 5, &isnull));
+		ep->timeout_ms = DatumGetInt64(SPI_getbinval(tup, td, 6, &isnull));
+		ep->concurrency = DatumGetInt32(SPI_getbinval(tup, td, 7, &isnull));
+		ep->batch_size = DatumGetInt32(SPI_getbinval(tup, td, 8, &isnull));
+		ep->rate_limit = DatumGetFloat8(SPI_getbinval(tup, td, 9, &isnull));
+		ep->max_attempts = DatumGetInt32(SPI_getbinval(tup, td, 10, &isnull));
+		ep->max_age_ms = DatumGetInt64(SPI_getbinval(tup, td, 11, &isnull));
+		ep->backoff_base_ms = DatumGetInt64(SPI_getbinval(tup, td, 12, &isnull));
+		ep->backoff_max_ms = DatumGetInt64(SPI_getbinval(tup, td, 13, &isnull));
+		ep->breaker_threshold = DatumGetInt32(SPI_getbinval(tup, td, 14, &isnull));
+		ep->breaker_cooldown_ms = DatumGetInt64(SPI_getbinval(tup, td, 15, &isnull));
+		ep->verify_tls = DatumGetBool(SPI_getbinval(tup, td, 16, &isnull));
+		secret = SPI_getvalue(tup, td, 17);
+		ep->keylen = secret ? sign_key_from_secret(secret, ep->key, KEY_MAX) : -1;
+		if (secret)
+		{
+			explicit_bzero(secret, strlen(secret));
+			if (ep->keylen >= 0)
+				ep->secret_warned = false;
+			else if (!ep->secret_warned)
+			{
+				/* once per bad secret, not at every reload */
+				ep->secret_warned = true;
+				ereport(WARNING,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("secret of endpoint \"%s\" is not usable; its requests are sent unsigned",
+								ep->name),
+						 errhint("Set it again with odoo_sync.set_endpoint_secret().")));
+			}
+		}
+		s = SPI_getvalue(tup, td, 18);
+		for (int h = 0; h < ep->nheaders; h++)
+			pfree(ep->headers[h]);
+		if (ep->headers)
+			pfree(ep->headers);
+		ep->nheaders = 0;
+		ep->headers = NULL;
+		if (s)
+		{
+			char	   *save;
+			char	   *tok;
+			int			n = 1;
+
+			for (char *p = s; *p; p++)
+				if (*p == '\n')
+					n++;
+			ep->headers = MemoryContextAlloc(DeliverContext, sizeof(char *) * n);
+			for (tok = strtok_r(s, "\n", &save); tok; tok = strtok_r(NULL, "\n", &save))
+				ep->headers[ep->nheaders++] = MemoryContextStrdup(DeliverContext, tok);
+		}
+		if (!ep->enabled && was_enabled)
+			release_queued(ep);
+		if (ep->enabled && !was_enabled)
+			for (int l = 0; l < NLANES; l++)
+				ep->want_claim[l] = true;
+		if (first)
+			ep->state_dirty = false;
+	}
+
+	for (int i = 0; i < nendpoints; i++)
+		if (!endpoints[i]->present)
+		{
+			endpoints[i]->enabled = false;
+			release_queued(endpoints[i]);
+		}
+	endpoints_loaded_at = GetCurrentTimestamp();
+}
+
+/* ------------------------------------------------------------------ */
+/* results */
+
+static void
+add_ok(int64 id, long status, TimestampTz at)
+{
+	Results    *r = &results;
+	int			n = r->n_ok + 1;
+	int			c = r->cap_ok;
+
+	grow(&r->ok_id, &c, n);
+	c = r->cap_ok;
+	grow(&r->ok_status, &c, n);
+	c = r->cap_ok;
+	grow(&r->ok_at, &c, n);
+	r->cap_ok = c;
+	r->ok_id[r->n_ok] = Int64GetDatum(id);
+	r->ok_status[r->n_ok] = Int32GetDatum((int32) status);
+	r->ok_at[r->n_ok] = TimestampTzGetDatum(at);
+	r->n_ok = n;
+}
+
+static void
+add_fail(int64 id, long status, const char *error, const char *excerpt,
+		 TimestampTz at, TimestampTz retry_at)
+{
+	Results    *r = &results;
+	int			n = r->n_fail + 1;
+	int			c;
+	MemoryContext old = MemoryContextSwitchTo(DeliverContext);
+
+	c = r->cap_fail;
+	grow(&r->f_id, &c, n);
+	c = r->cap_fail;
+	grow(&r->f_status, &c, n);
+	c = r->cap_fail;
+	grow(&r->f_error, &c, n);
+	c = r->cap_fail;
+	grow(&r->f_excerpt, &c, n);
+	c = r->cap_fail;
+	grow(&r->f_at, &c, n);
+	c = r->cap_fail;
+	grow(&r->f_retry, &c, n);
+	r->cap_fail = c;
+	r->f_id[r->n_fail] = Int64GetDatum(id);
+	r->f_status[r->n_fail] = Int32GetDatum((int32) status);
+	r->f_error[r->n_fail] = text_datum(error ? error : "");
+	r->f_excerpt[r->n_fail] = text_datum(excerpt ? excerpt : "");
+	r->f_at[r->n_fail] = TimestampTzGetDatum(at);
+	r->f_retry[r->n_fail] = TimestampTzGetDatum(retry_at);
+	r->n_fail = n;
+	MemoryContextSwitchTo(old);
+}
+
+static void
+add_release(int64 id)
+{
+	Results    *r = &results;
+	int			c = r->cap_rel;
+
+	grow(&r->rel_id, &c, r->n_rel + 1);
+	r->cap_rel = c;
+	r->rel_id[r->n_rel++] = Int64GetDatum(id);
+}
+
+/* queued (claimed, not sent) items go back to the table */
+static void
+release_queued(Endpoint *ep)
+{
+	for (int l = 0; l < NLANES; l++)
+	{
+		DItem	   *it;
+
+		while ((it = queue_pop(&ep->queue[l])) != NULL)
+		{
+			add_release(it->id);
+			free_item(it);
+		}
+	}
+}
+
+static void
+record_results(void)
+{
+	Results    *r = &results;
+
+	if (r->n_ok > 0)
+	{
+		Oid			types[3] = {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID};
+		Datum		values[3];
+
+		values[0] = PointerGetDatum(make_array(r->ok_id, r->n_ok, INT8OID));
+		values[1] = PointerGetDatum(make_array(r->ok_status, r->n_ok, INT4OID));
+		values[2] = PointerGetDatum(make_array(r->ok_at, r->n_ok, TIMESTAMPTZOID));
+		run_plan(&plan_ok,
+				 "WITH u AS (SELECT * FROM unnest($1, $2, $3) AS u(id, status, at)),"
+				 " d AS (DELETE FROM odoo_sync.delivery d USING u WHERE d.id = u.id"
+				 "       RETURNING d.*, u.status AS st, u.at AS fin)"
+				 " INSERT INTO odoo_sync.delivery_done"
+				 " (id, endpoint_id, event_id, state, lane, attempts, status,"
+				 "  event_at, created_at, finished_at, request_id)"
+				 " SELECT id, endpoint_id, event_id, 'delivered', lane, attempts, st,"
+				 "  event_at, created_at, fin, request_id FROM d",
+				 3, types, values, SPI_OK_INSERT);
+		r->n_ok = 0;
+	}
+	if (r->n_fail > 0)
+	{
+		Oid			types[6] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
+		Datum		values[6];
+
+		values[0] = PointerGetDatum(make_array(r->f_id, r->n_fail, INT8OID));
+		values[1] = PointerGetDatum(make_array(r->f_status, r->n_fail, INT4OID));
+		values[2] = PointerGetDatum(make_array(r->f_error, r->n_fail, TEXTOID));
+		values[3] = PointerGetDatum(make_array(r->f_excerpt, r->n_fail, TEXTOID));
+		values[4] = PointerGetDatum(make_array(r->f_at, r->n_fail, TIMESTAMPTZOID));
+		values[5] = PointerGetDatum(make_array(r->f_retry, r->n_fail, TIMESTAMPTZOID));
+		run_plan(&plan_fail,
+				 "WITH u AS (SELECT id, nullif(status, 0) AS status,"
+				 "    nullif(error, '') AS error, nullif(excerpt, '') AS excerpt, at,"
+				 "    CASE WHEN retry_at = 'infinity' THEN NULL ELSE retry_at END AS retry_at"
+				 "   FROM unnest($1, $2, $3, $4, $5, $6)"
+				 "     AS u(id, status, error, excerpt, at, retry_at)),"
+				 " a AS (INSERT INTO odoo_sync.delivery_attempt"
+				 "   SELECT d.id, d.endpoint_id, d.event_id, d.attempts, u.status,"
+				 "          u.error, u.at, u.retry_at"
+				 "     FROM odoo_sync.delivery d JOIN u ON u.id = d.id),"
+				 " r AS (UPDATE odoo_sync.delivery d SET next_at = u.retry_at,"
+				 "   leased_by = NULL, last_status = u.status, last_error = u.error"
+				 "   FROM u WHERE d.id = u.id AND u.retry_at IS NOT NULL),"
+				 " x AS (DELETE FROM odoo_sync.delivery d USING u"
+				 "   WHERE d.id = u.id AND u.retry_at IS NULL"
+				 "   RETURNING d.*, u.status AS st, u.error AS er, u.excerpt AS ex, u.at AS fin)"
+				 " INSERT INTO odoo_sync.delivery_done"
+				 " (id, endpoint_id, event_id, state, lane, attempts, status, error,"
+				 "  response_excerpt, event_at, created_at, finished_at, request_id)"
+				 " SELECT id, endpoint_id, event_id, 'dead', lane, attempts, st, er, ex,"
+				 "  event_at, created_at, fin, request_id FROM x",
+				 6, types, values, SPI_OK_INSERT);
+		for (int i = 0; i < r->n_fail; i++)
+		{
+			pfree(DatumGetPointer(r->f_error[i]));
+			pfree(DatumGetPointer(r->f_excerpt[i]));
+		}
+		r->n_fail = 0;
+	}
+	if (r->n_rel > 0)
+	{
+		Oid			types[1] = {INT8ARRAYOID};
+		Datum		values[1];
+
+		values[0] = PointerGetDatum(make_array(r->rel_id, r->n_rel, INT8OID));
+		run_plan(&plan_release,
+				 "UPDATE odoo_sync.delivery SET next_at = now(), leased_by = NULL,"
+				 " attempts = greatest(attempts - 1, 0) WHERE id = ANY ($1)",
+				 1, types, values, SPI_OK_UPDATE);
+		r->n_rel = 0;
+	}
+}
+
+static void
+persist_states(void)
+{
+	for (int i = 0; i < nendpoints; i++)
+	{
+		Endpoint   *ep = endpoints[i];
+		Oid			types[4] = {INT4OID, TEXTOID, INT4OID, TIMESTAMPTZOID};
+		Datum		values[4];
+		char		nulls[4] = {' ', ' ', ' ', ' '};
+
+		if (!ep->state_dirty || !ep->present)
+			continue;
+		values[0] = Int32GetDatum(ep->id);
+		values[1] = text_datum(circuit_names[ep->circuit]);
+		values[2] = Int32GetDatum(ep->failures);
+		values[3] = TimestampTzGetDatum(ep->opened_at);
+		if (ep->circuit == CIRCUIT_CLOSED || ep->opened_at == 0)
+			nulls[3] = 'n';
+		if (plan_state == NULL)
+		{
+			plan_state = SPI_prepare("INSERT INTO odoo_sync.endpoint_state AS s"
+									 " (endpoint_id, circuit, failures, opened_at, changed_at)"
+									 " VALUES ($1, $2, $3, $4, clock_timestamp())"
+									 " ON CONFLICT (endpoint_id) DO UPDATE SET"
+									 " circuit = $2, failures = $3, opened_at = $4,"
+									 " changed_at = clock_timestamp()",
+									 4, types);
+			if (plan_state == NULL)
+				elog(ERROR, "SPI_prepare failed");
+			SPI_keepplan(plan_state);
+		}
+		if (SPI_execute_plan(plan_state, values, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not record the circuit state");
+		ep->state_dirty = false;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* claiming */
+
+#define DUE_MAX 4096
+
+/* remembers a retry time; past DUE_MAX, the periodic sweep finds it */
+static void
+due_push(Endpoint *ep, int lane, TimestampTz t)
+{
+	if (ep->due[lane] == NULL)
+		ep->due[lane] = MemoryContextAlloc(DeliverContext, sizeof(TimestampTz) * DUE_MAX);
+	if (ep->ndue[lane] < DUE_MAX)
+		ep->due[lane][ep->ndue[lane]++] = t;
+	if (ep->next_due[lane] == 0 || t < ep->next_due[lane])
+		ep->next_due[lane] = t;
+}
+
+/* forgets the retry times that have passed; next_due is the next one */
+static void
+due_pop(Endpoint *ep, int lane, TimestampTz now)
+{
+	int			k = 0;
+	TimestampTz min = 0;
+
+	for (int i = 0; i < ep->ndue[lane]; i++)
+	{
+		TimestampTz t = ep->due[lane][i];
+
+		if (t <= now)
+			continue;
+		ep->due[lane][k++] = t;
+		if (min == 0 || t < min)
+			min = t;
+	}
+	ep->ndue[lane] = k;
+	ep->next_due[lane] = min;
+}
+
+static int
+lane_cap(Endpoint *ep, int lane)
+{
+	if (lane == LANE_CRITICAL || ep->concurrency == 1)
+		return ep->concurrency;
+	return ep->concurrency - Max(1, ep->concurrency / 4);
+}
+
+static bool
+can_claim(Endpoint *ep, TimestampTz now)
+{
+	if (!ep->present || !ep->enabled)
+		return false;
+	if (ep->circuit == CIRCUIT_OPEN)
+	{
+		if (now < ep->opened_at + ep->breaker_cooldown_ms * 1000)
+			return false;
+		ep->circuit = CIRCUIT_HALF_OPEN;
+		ep->state_dirty = true;
+		ep->probe_in_flight = false;
+		for (int l = 0; l < NLANES; l++)
+			ep->want_claim[l] = true;
+	}
+	return true;
+}
+
+/* how many items to claim for a lane now */
+static int
+claim_room(Endpoint *ep, int lane)
+{
+	int			target;
+
+	if (ep->circuit == CIRCUIT_HALF_OPEN)
+	{
+		if (ep->probe_in_flight)
+			return 0;
+		for (int l = 0; l < NLANES; l++)
+			if (queue_len(&ep->queue[l]) > 0)
+				return 0;
+		return 1;
+	}
+	target = ep->batch_size * lane_cap(ep, lane) * 4;
+	if (ep->rate_limit > 0)
+		target = Min(target, ep->batch_size * Max(2, (int) (ep->rate_limit * 2)));
+	target = Min(target, CLAIM_MAX);
+	return target - queue_len(&ep->queue[lane]) - ep->active_items[lane];
+}
+
+/*
+ * build_cloudevent
+ *		Writes the CloudEvents 1.0 JSON of a claimed event into it->json and
+ *		its traceparent into it->traceparent (DeliverContext).  Same content
+ *		as the SQL function odoo_sync.cloudevent(), built here because the
+ *		jsonb functions cost a quarter of the worker's time.  Columns: 8
+ *		source, 9 type, 10 aggregate_type, 11 aggregate_id, 12 time,
+ *		13 aggregate_seq, 14 correlation_id, 15 lane, 16 payload text.
+ */
+static void
+build_cloudevent(DItem *it, HeapTuple tup, TupleDesc td)
+{
+	StringInfoData b;
+	bool		isnull;
+	char	   *corr = SPI_getvalue(tup, td, 14);
+	char		trace[33];
+	char		parent[33];
+	char		buf[128];
+	struct pg_tm tm;
+	fsec_t		fsec;
+	TimestampTz t;
+	const char *errstr = NULL;
+	int			n = 0;
+
+	/* trace id: the correlation id if it is 32 hex digits (or a UUID) */
+	if (corr)
+	{
+		for (const char *p = corr; *p && n <= 32; p++)
+		{
+			if (*p == '-')
+				continue;
+			if (!isxdigit((unsigned char) *p))
+			{
+				n = 99;
+				break;
+			}
+			trace[n++] = pg_ascii_tolower((unsigned char) *p);
+		}
+	}
+	trace[Min(n, 32)] = '\0';
+	if (n != 32 || strspn(trace, "0") == 32)
+	{
+		const char *src = corr ? corr : it->event_id;
+
+		if (!pg_md5_hash(src, strlen(src), trace, &errstr))
+			elog(ERROR, "could not compute an MD5 hash: %s", errstr ? errstr : "?");
+	}
+	if (!pg_md5_hash(it->event_id, strlen(it->event_id), parent, &errstr))
+		elog(ERROR, "could not compute an MD5 hash: %s", errstr ? errstr : "?");
+	parent[16] = '\0';
+	snprintf(buf, sizeof(buf), "00-%s-%s-01", trace, parent);
+	it->traceparent = MemoryContextStrdup(DeliverContext, buf);
+
+	initStringInfo(&b);
+	appendStringInfoString(&b, "{\"specversion\":\"1.0\",\"id\":\"");
+	appendStringInfoString(&b, it->event_id);
+	appendStringInfoString(&b, "\",\"source\":");
+	escape_json(&b, SPI_getvalue(tup, td, 8));
+	appendStringInfoString(&b, ",\"type\":");
+	escape_json(&b, SPI_getvalue(tup, td, 9));
+	appendStringInfoString(&b, ",\"subject\":");
+	{
+		char	   *at = SPI_getvalue(tup, td, 10);
+		char	   *ai = SPI_getvalue(tup, td, 11);
+		char	   *subj = psprintf("%s/%s", at, ai);
+
+		escape_json(&b, subj);
+		pfree(subj);
+	}
+	t = DatumGetTimestampTz(SPI_getbinval(tup, td, 12, &isnull));
+	if (!isnull && timestamp2tm(t, NULL, &tm, &fsec, NULL, NULL) == 0)
+	{
+		snprintf(buf, sizeof(buf),
+				 ",\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%06dZ\"",
+				 tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min,
+				 tm.tm_sec, (int) fsec);
+		appendStringInfoString(&b, buf);
+	}
+	appendStringInfoString(&b, ",\"datacontenttype\":\"application/json\",\"sequence\":\"");
+	appendStringInfoString(&b, SPI_getvalue(tup, td, 13));
+	appendStringInfoChar(&b, '"');
+	if (corr)
+	{
+		appendStringInfoString(&b, ",\"correlationid\":");
+		escape_json(&b, corr);
+	}
+	appendStringInfoString(&b, ",\"lane\":");
+	escape_json(&b, SPI_getvalue(tup, td, 15));
+	appendStringInfoString(&b, ",\"traceparent\":\"");
+	appendStringInfoString(&b, it->traceparent);
+	appendStringInfoString(&b, "\",\"data\":");
+	appendStringInfoString(&b, SPI_getvalue(tup, td, 16));
+	appendStringInfoChar(&b, '}');
+	it->json = MemoryContextAlloc(DeliverContext, b.len + 1);
+	memcpy(it->json, b.data, b.len + 1);
+	it->jsonlen = b.len;
+	pfree(b.data);
+}
+
+/*
+ * claim_many
+ *		Claims work for every (endpoint, lane) listed, in one statement
+ *		(critical lanes listed first), and appends it to the local queues.
+ *		Sets got[i] to the number of rows claimed for entry i.
+ */
+static void
+claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
+{
+	Oid			types[5] = {INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+	INT8ARRAYOID, INT4OID};
+	Datum		values[5];
+	Datum	   *d_ep = palloc(sizeof(Datum) * n);
+	Datum	   *d_lane = palloc(sizeof(Datum) * n);
+	Datum	   *d_lim = palloc(sizeof(Datum) * n);
+	Datum	   *d_lease = palloc(sizeof(Datum) * n);
+	uint64		rows;
+
+	for (int i = 0; i < n; i++)
+	{
+		d_ep[i] = Int32GetDatum(eps[i]->id);
+		d_lane[i] = text_datum(lane_names[lanes[i]]);
+		d_lim[i] = Int32GetDatum(limits[i]);
+		d_lease[i] = Int64GetDatum(eps[i]->timeout_ms + eps[i]->connect_ms +
+								   deliver_lease_margin);
+		got[i] = 0;
+	}
+	values[0] = PointerGetDatum(make_array(d_ep, n, INT4OID));
+	values[1] = PointerGetDatum(make_array(d_lane, n, TEXTOID));
+	values[2] = PointerGetDatum(make_array(d_lim, n, INT4OID));
+	values[3] = PointerGetDatum(make_array(d_lease, n, INT8OID));
+	values[4] = Int32GetDatum(MyProcPid);
+
+	/*
+	 * For each (endpoint, lane): the oldest due rows whose predecessors in
+	 * their aggregate are all finished (ordered subscriptions), locked with
+	 * SKIP LOCKED; the lease expiry becomes their next_at.
+	 */
+	run_plan(&plan_claim,
+			 "WITH x AS (SELECT * FROM unnest($1, $2, $3, $4) AS x(ep, lane, lim, lease)),"
+			 " s AS (SELECT q.id, x.lease FROM x CROSS JOIN LATERAL ("
+			 "   SELECT q.id FROM odoo_sync.delivery q"
+			 "    WHERE q.endpoint_id = x.ep AND q.lane = x.lane AND q.next_at <= now()"
+			 "      AND (NOT q.ordered OR NOT EXISTS ("
+			 "        SELECT 1 FROM odoo_sync.delivery p"
+			 "         WHERE p.endpoint_id = q.endpoint_id"
+			 "           AND p.aggregate_type = q.aggregate_type"
+			 "           AND p.aggregate_id = q.aggregate_id"
+			 "           AND p.aggregate_seq < q.aggregate_seq))"
+			 "    ORDER BY q.id LIMIT x.lim"
+			 "    FOR UPDATE SKIP LOCKED) q),"
+			 " c AS ("
+			 " UPDATE odoo_sync.delivery d"
+			 "    SET next_at = now() + s.lease * interval '1 millisecond',"
+			 "        attempts = d.attempts + 1, leased_by = $5"
+			 "   FROM s WHERE d.id = s.id"
+			 "  RETURNING d.id, d.endpoint_id, d.lane, d.attempts, d.created_at, d.event_id)"
+			 " SELECT c.endpoint_id, c.lane, c.id, c.attempts, c.created_at, c.event_id::text,"
+			 "        e.id IS NOT NULL, e.source, e.type, e.aggregate_type, e.aggregate_id,"
+			 "        coalesce(e.commit_time, e.captured_at), e.aggregate_seq,"
+			 "        e.correlation_id, e.lane, e.payload::text"
+			 "   FROM c LEFT JOIN odoo_sync.event e ON e.id = c.event_id"
+			 "  ORDER BY e.seq",
+			 5, types, values, SPI_OK_SELECT);
+	rows = SPI_processed;
+	for (uint64 r = 0; r < rows; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int			epid = DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull));
+		char	   *lane_s = SPI_getvalue(tup, td, 2);
+		int			lane = strcmp(lane_s, "bulk") == 0 ? LANE_BULK : LANE_CRITICAL;
+		Endpoint   *ep = NULL;
+		DItem	   *it;
+		char	   *s;
+
+		for (int i = 0; i < n; i++)
+			if (eps[i]->id == epid && lanes[i] == lane)
+			{
+				ep = eps[i];
+				got[i]++;
+				break;
+			}
+		if (ep == NULL)
+			elog(ERROR, "claimed a delivery for endpoint %d that was not asked for", epid);
+		it = MemoryContextAllocZero(DeliverContext, sizeof(DItem));
+		it->id = DatumGetInt64(SPI_getbinval(tup, td, 3, &isnull));
+		it->attempts = DatumGetInt32(SPI_getbinval(tup, td, 4, &isnull));
+		it->created_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 5, &isnull));
+		s = SPI_getvalue(tup, td, 6);
+		strlcpy(it->event_id, s, sizeof(it->event_id));
+		if (DatumGetBool(SPI_getbinval(tup, td, 7, &isnull)))
+			build_cloudevent(it, tup, td);
+		queue_push(&ep->queue[lane], it);
+	}
+}
+
+/*
+ * db_turn
+ *		One short transaction: record results, persist breaker states, claim.
+ *		Returns false when the extension is gone.
+ */
+static bool
+db_turn(TimestampTz now, bool reload)
+{
+	bool		present;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	present = odoo_sync_extension_present();
+	if (!present)
+	{
+		CommitTransactionCommand();
+		return false;
+	}
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "recording results and claiming deliveries");
+
+	if (reload)
+		load_endpoints(endpoints_loaded_at == 0);
+	record_results();
+	persist_states();
+
+	{
+		int			max = nendpoints * NLANES + 1;
+		int			n = 0;
+		Endpoint  **eps = palloc(sizeof(Endpoint *) * max);
+		int		   *lanes = palloc(sizeof(int) * max);
+		int		   *limits = palloc(sizeof(int) * max);
+		int		   *got = palloc(sizeof(int) * max);
+
+		for (int lane = 0; lane < NLANES; lane++)
+			for (int i = 0; i < nendpoints; i++)
+			{
+				Endpoint   *ep = endpoints[i];
+				int			room;
+
+				if (!(claim_all || ep->want_claim[lane] ||
+					  (ep->next_due[lane] != 0 && ep->next_due[lane] <= now)))
+					continue;
+				if (!can_claim(ep, now))
+					continue;
+				room = claim_room(ep, lane);
+				if (room <= 0)
+					continue;
+				eps[n] = ep;
+				lanes[n] = lane;
+				limits[n] = room;
+				n++;
+			}
+		if (n > 0)
+			claim_many(n, eps, lanes, limits, got);
+		for (int i = 0; i < n; i++)
+		{
+			Endpoint   *ep = eps[i];
+			int			lane = lanes[i];
+
+			/*
+			 * A full claim may leave more behind.  Rows due later are only
+			 * those this worker rescheduled (next_due tracks them) or those
+			 * of a previous worker (the periodic sweep finds them).
+			 */
+			ep->want_claim[lane] = (got[i] == limits[i]);
+			if (ep->next_due[lane] != 0 && ep->next_due[lane] <= now)
+				due_pop(ep, lane, now);
+		}
+	}
+	/* the state may have moved to half-open in can_claim() */
+	persist_states();
+	claim_all = false;
+
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* sending */
+
+static bool
+take_token(Endpoint *ep, TimestampTz now)
+{
+	if (ep->rate_limit <= 0)
+		return true;
+	if (ep->tokens_at == 0)
+		ep->tokens_at = now;
+	ep->tokens = Min(1.0, ep->tokens + (now - ep->tokens_at) / 1e6 * ep->rate_limit);
+	ep->tokens_at = now;
+	if (ep->tokens >= 1.0 - 1e-9)
+	{
+		ep->tokens -= 1.0;
+		return true;
+	}
+	return false;
+}
+
+/* microseconds until the next token, 0 when one is there */
+static int64
+token_wait(Endpoint *ep, TimestampTz now)
+{
+	double		have;
+
+	if (ep->rate_limit <= 0)
+		return 0;
+	have = Min(1.0, ep->tokens + (now - ep->tokens_at) / 1e6 * ep->rate_limit);
+	if (have >= 1.0 - 1e-9)
+		return 0;
+	return (int64) ((1.0 - have) / ep->rate_limit * 1e6) + 1;
+}
+
+static void
+batch_id(DItem **items, int n, char *out)
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen;
+
+	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+	for (int i = 0; i < n; i++)
+		EVP_DigestUpdate(ctx, items[i]->event_id, strlen(items[i]->event_id));
+	EVP_DigestFinal_ex(ctx, md, &mdlen);
+	EVP_MD_CTX_free(ctx);
+	strcpy(out, "batch_");
+	for (int i = 0; i < 16; i++)
+		sprintf(out + 6 + 2 * i, "%02x", md[i]);
+}
+
+static void
+start_send(Endpoint *ep, int lane, TimestampTz now)
+{
+	Send	   *s;
+	StringInfoData body;
+	char		idbuf[64];
+	char		line[256];
+	const char *msg_id;
+	int64		ts;
+	MemoryContext old = MemoryContextSwitchTo(DeliverContext);
+	int			max = ep->circuit == CIRCUIT_HALF_OPEN ? 1 : ep->batch_size;
+
+	s = palloc0(sizeof(Send));
+	s->ep = ep;
+	s->lane = lane;
+	s->items = palloc(sizeof(DItem *) * max);
+	while (s->nitems < max)
+	{
+		DItem	   *it = queue_pop(&ep->queue[lane]);
+
+		if (it == NULL)
+			break;
+		if (it->json == NULL)
+		{
+			/* the event was purged: nothing to send */
+			add_fail(it->id, 0, "event no longer exists", NULL, now, DT_NOEND);
+			free_item(it);
+			continue;
+		}
+		s->items[s->nitems++] = it;
+	}
+	if (s->nitems == 0)
+	{
+		pfree(s->items);
+		pfree(s);
+		MemoryContextSwitchTo(old);
+		return;
+	}
+
+	initStringInfo(&body);
+	if (ep->batch_size == 1)
+	{
+		appendBinaryStringInfo(&body, s->items[0]->json, s->items[0]->jsonlen);
+		msg_id = s->items[0]->event_id;
+	}
+	else
+	{
+		appendStringInfoChar(&body, '[');
+		for (int i = 0; i < s->nitems; i++)
+		{
+			if (i > 0)
+				appendStringInfoChar(&body, ',');
+			appendBinaryStringInfo(&body, s->items[i]->json, s->items[i]->jsonlen);
+		}
+		appendStringInfoChar(&body, ']');
+		if (s->nitems == 1)
+			msg_id = s->items[0]->event_id;
+		else
+		{
+			batch_id(s->items, s->nitems, idbuf);
+			msg_id = idbuf;
+		}
+	}
+	s->body = body.data;
+	ts = (int64) time(NULL);
+
+	s->hdrs = curl_slist_append(NULL, ep->batch_size == 1 ?
+								"Content-Type: application/cloudevents+json" :
+								"Content-Type: application/cloudevents-batch+json");
+	snprintf(line, sizeof(line), "webhook-id: %s", msg_id);
+	s->hdrs = curl_slist_append(s->hdrs, line);
+	snprintf(line, sizeof(line), "webhook-timestamp: " INT64_FORMAT, ts);
+	s->hdrs = curl_slist_append(s->hdrs, line);
+	if (ep->keylen >= 0)
+	{
+		char	   *sig = sign_webhook(ep->key, ep->keylen, msg_id, ts,
+									   body.data, body.len);
+
+		snprintf(line, sizeof(line), "webhook-signature: %s", sig);
+		pfree(sig);
+		s->hdrs = curl_slist_append(s->hdrs, line);
+	}
+	if (s->items[0]->traceparent)
+	{
+		snprintf(line, sizeof(line), "traceparent: %s", s->items[0]->traceparent);
+		s->hdrs = curl_slist_append(s->hdrs, line);
+	}
+	s->hdrs = curl_slist_append(s->hdrs, "Expect:");
+	for (int i = 0; i < ep->nheaders; i++)
+		s->hdrs = curl_slist_append(s->hdrs, ep->headers[i]);
+
+	s->req.url = ep->url;
+	s->req.headers = s->hdrs;
+	s->req.body = s->body;
+	s->req.body_len = body.len;
+	s->req.connect_timeout_ms = ep->connect_ms;
+	s->req.timeout_ms = ep->timeout_ms;
+	s->req.verify_tls = ep->verify_tls;
+	s->req.owner = s;
+	if (ep->circuit == CIRCUIT_HALF_OPEN)
+	{
+		s->probe = true;
+		ep->probe_in_flight = true;
+	}
+	ep->active[lane]++;
+	ep->active_items[lane] += s->nitems;
+	MemoryContextSwitchTo(old);
+	http_start(&s->req);
+}
+
+/*
+ * dispatch
+ *		Starts requests from the local queues, critical first, within each
+ *		endpoint's concurrency, lane caps, circuit and rate limit.
+ */
+static void
+dispatch(TimestampTz now)
+{
+	for (int lane = 0; lane < NLANES; lane++)
+		for (int i = 0; i < nendpoints; i++)
+		{
+			Endpoint   *ep = endpoints[i];
+
+			if (!ep->present || !ep->enabled || ep->circuit == CIRCUIT_OPEN)
+				continue;
+			while (queue_len(&ep->queue[lane]) > 0)
+			{
+				int			total = ep->active[0] + ep->active[1];
+
+				if (total >= ep->concurrency ||
+					ep->active[lane] >= lane_cap(ep, lane))
+					break;
+				if (ep->circuit == CIRCUIT_HALF_OPEN && ep->probe_in_flight)
+					break;
+				if (!take_token(ep, now))
+					break;
+				start_send(ep, lane, now);
+			}
+		}
+}
+
+static bool
+retryable_status(long status)
+{
+	return status == 408 || status == 425 || status == 429 ||
+		(status >= 500 && status <= 599);
+}
+
+static int64
+backoff_us(Endpoint *ep, int attempts)
+{
+	double		cap = (double) ep->backoff_base_ms;
+
+	for (int i = 1; i < attempts && cap < ep->backoff_max_ms; i++)
+		cap *= 2;
+	cap = Min(cap, (double) ep->backoff_max_ms);
+	return (int64) (pg_prng_double(&pg_global_prng_state) * cap * 1000.0);
+}
+
+static void
+breaker_failure(Endpoint *ep, TimestampTz now)
+{
+	ep->failures++;
+	if (ep->circuit == CIRCUIT_HALF_OPEN ||
+		(ep->circuit == CIRCUIT_CLOSED && ep->failures >= ep->breaker_threshold))
+	{
+		if (ep->circuit != CIRCUIT_OPEN)
+			ereport(LOG,
+					(errmsg("circuit of endpoint \"%s\" opens after %d consecutive failures",
+							ep->name, ep->failures)));
+		ep->circuit = CIRCUIT_OPEN;
+		ep->opened_at = now;
+		ep->probe_in_flight = false;
+		ep->state_dirty = true;
+		release_queued(ep);
+	}
+}
+
+static void
+breaker_success(Endpoint *ep)
+{
+	if (ep->circuit == CIRCUIT_HALF_OPEN)
+	{
+		ereport(LOG,
+				(errmsg("circuit of endpoint \"%s\" closes: the probe succeeded",
+						ep->name)));
+		ep->circuit = CIRCUIT_CLOSED;
+		ep->state_dirty = true;
+		for (int l = 0; l < NLANES; l++)
+			ep->want_claim[l] = true;
+	}
+	if (ep->failures != 0)
+	{
+		ep->failures = 0;
+		ep->state_dirty = true;
+	}
+	ep->probe_in_flight = false;
+}
+
+/* turns a finished request into results */
+static void
+finish_send(Send *s)
+{
+	Endpoint   *ep = s->ep;
+	HttpRequest *req = &s->req;
+	TimestampTz now = req->finished_at;
+	bool		ok = req->result == CURLE_OK && req->status >= 200 && req->status < 300;
+	bool		transport = req->result != CURLE_OK;
+	bool		retry = transport || retryable_status(req->status);
+	char		errbuf[CURL_ERROR_SIZE + 64];
+	char	   *excerpt = NULL;
+
+	ep->active[s->lane]--;
+	ep->active_items[s->lane] -= s->nitems;
+	for (int l = 0; l < NLANES; l++)
+		ep->want_claim[l] = true;	/* successors may now be due */
+	if (s->probe)
+		ep->probe_in_flight = false;
+
+	if (ok)
+		breaker_success(ep);
+	else if (transport || req->status == 408 || req->status >= 500)
+		breaker_failure(ep, now);
+	else
+		breaker_success(ep);	/* the endpoint answers: not its health */
+
+	if (!ok)
+	{
+		if (transport)
+			snprintf(errbuf, sizeof(errbuf), "%s", req->error);
+		else
+			snprintf(errbuf, sizeof(errbuf), "HTTP %ld", req->status);
+		if (req->excerpt_len > 0)
+			excerpt = clean_excerpt(req->excerpt, req->excerpt_len);
+	}
+
+	for (int i = 0; i < s->nitems; i++)
+	{
+		DItem	   *it = s->items[i];
+
+		if (ok)
+			add_ok(it->id, req->status, now);
+		else
+		{
+			TimestampTz retry_at = DT_NOEND;
+
+			if (retry && it->attempts < ep->max_attempts)
+			{
+				int64		delay = req->retry_after_s >= 0 ?
+					Min(req->retry_after_s, 86400) * INT64CONST(1000000) :
+					backoff_us(ep, it->attempts);
+
+				retry_at = now + delay;
+				if (retry_at > it->created_at + ep->max_age_ms * 1000)
+					retry_at = DT_NOEND;
+			}
+			add_fail(it->id, req->status, errbuf, excerpt, now, retry_at);
+			if (retry_at != DT_NOEND)
+				due_push(ep, s->lane, retry_at);
+		}
+		free_item(it);
+	}
+	if (excerpt)
+		pfree(excerpt);
+	curl_slist_free_all(s->hdrs);
+	pfree(s->body);
+	pfree(s->items);
+	pfree(s);
+}
+
+/* ------------------------------------------------------------------ */
+
+static long
+compute_timeout(TimestampTz now)
+{
+	int64		t = 1000 * 1000;	/* reload endpoints at least every second */
+
+	if (reload_at != 0)
+		t = Min(t, reload_at - now);
+	if (have_results())
+		t = Min(t, RESULT_DELAY_US);
+
+	for (int i = 0; i < nendpoints; i++)
+	{
+		Endpoint   *ep = endpoints[i];
+
+		if (!ep->present || !ep->enabled)
+			continue;
+		if (ep->circuit == CIRCUIT_OPEN)
+		{
+			t = Min(t, ep->opened_at + ep->breaker_cooldown_ms * 1000 - now);
+			continue;
+		}
+		for (int l = 0; l < NLANES; l++)
+		{
+			if (ep->next_due[l] != 0)
+				t = Min(t, ep->next_due[l] - now);
+			if (queue_len(&ep->queue[l]) > 0 &&
+				ep->active[0] + ep->active[1] < ep->concurrency &&
+				ep->active[l] < lane_cap(ep, l))
+				t = Min(t, token_wait(ep, now));
+		}
+	}
+	t = Max(t, 0);
+	return (long) ((t + 999) / 1000);
+}
+
+static bool
+have_results(void)
+{
+	return results.n_ok > 0 || results.n_fail > 0 || results.n_rel > 0;
+}
+
+static TimestampTz first_result_at = 0;
+
+/*
+ * results_due
+ *		Whether the results waiting should be recorded now: many of them,
+ *		old ones (a successor of the same aggregate waits for them), or
+ *		nothing else running.
+ */
+static bool
+results_due(TimestampTz now)
+{
+	if (!have_results())
+		return false;
+	if (first_result_at == 0)
+		first_result_at = now;
+	return results.n_ok + results.n_fail >= RESULT_BATCH ||
+		results.n_rel > 0 ||
+		now - first_result_at >= RESULT_DELAY_US ||
+		http_running() == 0;
+}
+
+/* a lane's local queue holds less than one round of requests */
+static bool
+queue_low(Endpoint *ep, int lane)
+{
+	return queue_len(&ep->queue[lane]) < lane_cap(ep, lane) * ep->batch_size;
+}
+
+static bool
+any_claim_wanted(TimestampTz now)
+{
+	if (claim_all)
+		return true;
+	for (int i = 0; i < nendpoints; i++)
+	{
+		Endpoint   *ep = endpoints[i];
+
+		if (!ep->present || !ep->enabled)
+			continue;
+		if (ep->circuit == CIRCUIT_OPEN)
+		{
+			if (now >= ep->opened_at + ep->breaker_cooldown_ms * 1000)
+				return true;
+			continue;
+		}
+		for (int l = 0; l < NLANES; l++)
+			if (((ep->want_claim[l] && queue_low(ep, l)) ||
+				 (ep->next_due[l] != 0 && ep->next_due[l] <= now)) &&
+				claim_room(ep, l) > 0)
+				return true;
+	}
+	return false;
+}
+
+static void
+release_leases_at_start(void)
+{
+	int			rc;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	rc = SPI_execute("UPDATE odoo_sync.delivery SET next_at = now(), leased_by = NULL"
+					 " WHERE leased_by IS NOT NULL", false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "could not release the leases of a previous deliver worker");
+	if (SPI_processed > 0)
+		ereport(LOG,
+				(errmsg("deliver worker takes back " UINT64_FORMAT " deliveries left in flight",
+						SPI_processed)));
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
 }
 
 void
 odoo_sync_deliver_main(Datum main_arg)
 {
+	bool		woken = true;
+
 	if (!odoo_sync_worker_attach(OSW_DELIVER, main_arg))
 		proc_exit(0);
 
+	DeliverContext = AllocSetContextCreate(TopMemoryContext, "odoo_sync deliver",
+										   ALLOCSET_DEFAULT_SIZES);
+	TurnContext = AllocSetContextCreate(TopMemoryContext, "odoo_sync deliver turn",
+										ALLOCSET_DEFAULT_SIZES);
+	http_init(64);
+	release_leases_at_start();
+
 	for (;;)
 	{
-		bool		present;
+		TimestampTz now;
+		bool		reload;
+		int			rc;
+		HttpRequest *req;
 
-		(void) WaitLatch(MyLatch,
-						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 1000L, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
+			bool		was_allowed = odoo_sync_allow_private_endpoints;
+
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			if (was_allowed && !odoo_sync_allow_private_endpoints)
+				http_drop_connections();
 		}
-		StartTransactionCommand();
-		present = odoo_sync_extension_present();
-		CommitTransactionCommand();
-		if (!present)
+		MemoryContextReset(TurnContext);
+		MemoryContextSwitchTo(TurnContext);
+
+		now = GetCurrentTimestamp();
+		/*
+		 * A wake-up may come from an endpoint change: reload then, at most
+		 * every 100 ms (a wake-up sooner than that schedules one).
+		 */
+		if (woken && reload_at == 0)
+			reload_at = endpoints_loaded_at + 100 * 1000;
+		reload = endpoints_loaded_at == 0 ||
+			now - endpoints_loaded_at >= 1000 * 1000 ||
+			(reload_at != 0 && now >= reload_at);
+		if (reload)
+			reload_at = 0;
+		if (woken || now - last_sweep >= 1000 * 1000)
 		{
-			odoo_sync_worker_detach();
-			proc_exit(0);
+			claim_all = true;
+			last_sweep = now;
 		}
+		if (reload || results_due(now) || any_claim_wanted(now))
+		{
+			first_result_at = 0;
+			if (!db_turn(now, reload))
+			{
+				odoo_sync_worker_detach();
+				proc_exit(0);
+			}
+			MemoryContextSwitchTo(TurnContext);
+		}
+		now = GetCurrentTimestamp();
+		dispatch(now);
+
+		rc = http_wait(compute_timeout(GetCurrentTimestamp()));
+		woken = (rc & WL_LATCH_SET) != 0;
+		if (woken)
+			ResetLatch(MyLatch);
+		while ((req = http_next_done()) != NULL)
+			finish_send((Send *) req->owner);
 	}
+}
+
+/* ------------------------------------------------------------------ */
+/* SQL-callable checks */
+
+static bool
+host_allowed(const char *host, char *why, size_t whylen)
+{
+	struct addrinfo hints;
+	struct addrinfo *res;
+	struct addrinfo *ai;
+	bool		ok = true;
+	char		h[256];
+	size_t		len = strlen(host);
+
+	if (odoo_sync_allow_private_endpoints)
+		return true;
+	if (len >= sizeof(h))
+		return true;
+	strcpy(h, host);
+	if (h[0] == '[' && len > 2 && h[len - 1] == ']')
+	{
+		memmove(h, h + 1, len - 2);
+		h[len - 2] = '\0';
+	}
+	if (pg_strcasecmp(h, "localhost") == 0 ||
+		(strlen(h) > 10 && pg_strcasecmp(h + strlen(h) - 10, ".localhost") == 0))
+	{
+		snprintf(why, whylen, "Host \"%s\" is the loopback interface.", h);
+		return false;
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	if (getaddrinfo(h, NULL, &hints, &res) != 0)
+		return true;			/* checked again when connecting */
+	for (ai = res; ai; ai = ai->ai_next)
+		if (!http_address_allowed(ai->ai_addr, false))
+		{
+			char		addr[INET6_ADDRSTRLEN] = "?";
+
+			if (ai->ai_family == AF_INET)
+				inet_ntop(AF_INET, &((struct sockaddr_in *) ai->ai_addr)->sin_addr,
+						  addr, sizeof(addr));
+			else if (ai->ai_family == AF_INET6)
+				inet_ntop(AF_INET6, &((struct sockaddr_in6 *) ai->ai_addr)->sin6_addr,
+						  addr, sizeof(addr));
+			snprintf(why, whylen,
+					 "Host \"%s\" has the private, loopback or link-local address %s.",
+					 h, addr);
+			ok = false;
+			break;
+		}
+	freeaddrinfo(res);
+	return ok;
+}
+
+/*
+ * odoo_sync._check_url(url text): raises an error unless url can be an
+ * endpoint.  Messages name the host, never the query string (which may
+ * carry a token).
+ */
+Datum
+odoo_sync_check_url(PG_FUNCTION_ARGS)
+{
+	char	   *url = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	CURLU	   *u = curl_url();
+	CURLUcode	rc;
+	char	   *scheme = NULL;
+	char	   *host = NULL;
+	char	   *user = NULL;
+	char		why[512];
+
+	rc = curl_url_set(u, CURLUPART_URL, url, 0);
+	if (rc != CURLUE_OK)
+	{
+		curl_url_cleanup(u);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid endpoint URL"),
+				 errdetail("libcurl: %s.", curl_url_strerror(rc)),
+				 errhint("An endpoint URL looks like https://dispatch.example.com/hooks/odoo.")));
+	}
+	curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+	curl_url_get(u, CURLUPART_HOST, &host, 0);
+	curl_url_get(u, CURLUPART_USER, &user, 0);
+	if (scheme == NULL || (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0))
+	{
+		char	   *s = pstrdup(scheme ? scheme : "");
+
+		curl_free(scheme);
+		curl_free(host);
+		curl_free(user);
+		curl_url_cleanup(u);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("endpoint URL scheme \"%s\" is not supported", s),
+				 errhint("Use http or https.")));
+	}
+	if (user != NULL)
+	{
+		curl_free(scheme);
+		curl_free(host);
+		curl_free(user);
+		curl_url_cleanup(u);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("endpoint URL must not contain credentials"),
+				 errhint("Put an Authorization header in the endpoint's headers instead.")));
+	}
+	if (host == NULL || host[0] == '\0' || !host_allowed(host, why, sizeof(why)))
+	{
+		bool		nohost = host == NULL || host[0] == '\0';
+
+		curl_free(scheme);
+		curl_free(host);
+		curl_url_cleanup(u);
+		if (nohost)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("endpoint URL has no host")));
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("endpoint URL refers to a private network address"),
+				 errdetail("%s", why),
+				 errhint("Set odoo_sync.allow_private_endpoints = on (postgresql.conf) to allow loopback, private and link-local receivers.")));
+	}
+	curl_free(scheme);
+	curl_free(host);
+	curl_url_cleanup(u);
+	PG_RETURN_VOID();
+}
+
+/*
+ * odoo_sync._check_secret(secret text): raises an error unless the secret
+ * can sign.  The statement (which holds the secret) is kept out of the log.
+ */
+Datum
+odoo_sync_check_secret(PG_FUNCTION_ARGS)
+{
+	char	   *secret = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	unsigned char key[KEY_MAX];
+	int			n;
+
+	if (secret[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("endpoint secret must not be empty"),
+				 errhidestmt(true)));
+	n = sign_key_from_secret(secret, key, KEY_MAX);
+	explicit_bzero(key, sizeof(key));
+	explicit_bzero(secret, strlen(secret));
+	if (n < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid endpoint secret"),
+				 errdetail("A secret starting with \"whsec_\" must continue with base64 (Standard Webhooks); other secrets are used as raw bytes, at most %d.",
+						   KEY_MAX),
+				 errhidestmt(true)));
+	PG_RETURN_VOID();
+}
+
+/*
+ * odoo_sync._raise_hidden(sqlstate, message, detail, hint): raises an error
+ * whose statement text is not logged.
+ */
+Datum
+odoo_sync_raise_hidden(PG_FUNCTION_ARGS)
+{
+	char	   *state = PG_ARGISNULL(0) ? "XX000" : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *msg = PG_ARGISNULL(1) ? "error" : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *detail = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	char	   *hint = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	int			code = ERRCODE_INTERNAL_ERROR;
+
+	if (strlen(state) == 5)
+		code = MAKE_SQLSTATE(state[0], state[1], state[2], state[3], state[4]);
+	ereport(ERROR,
+			(errcode(code),
+			 errmsg_internal("%s", msg),
+			 detail ? errdetail_internal("%s", detail) : 0,
+			 hint ? errhint("%s", hint) : 0,
+			 errhidestmt(true)));
+	PG_RETURN_VOID();
 }

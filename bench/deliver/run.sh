@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# bench/deliver/run.sh: delivery throughput and latency (make bench-deliver).
+#
+# Starts a throwaway cluster (tmp_install, test/odoo_sync.conf) and nginx
+# (Debian's nginx-light, as an unprivileged user, on a free loopback port,
+# config in a temp dir, answering 200 to every POST), then measures:
+#   1. the raw client: bench/deliver/rawcurl.c, a plain libcurl multi client
+#      with the same number of keep-alive connections (16) -> requests/s
+#   2. odoo_sync unbatched: N events committed at once (one transaction, as a
+#      big Odoo import would), one CloudEvent per request, concurrency 16
+#      -> events/s from that commit to the last 2xx
+#   3. odoo_sync batched: batch_size 100 -> events/s
+#   4. latency: pgbench commits single events at a steady 1,000/s for
+#      LAT_SECONDS; nginx logs $msec and webhook-id; commit -> sink p50/p99
+# and ends with events_per_s_batched=N, latency_p99_ms=X, ratio_vs_raw_curl=X.XX.
+#
+# Knobs: N_UNBATCHED (50000), N_BATCHED (300000), RAW_REQUESTS (200000),
+# CONC (16), LAT_SECONDS (10), LAT_RATE (1000).
+set -euo pipefail
+. "$(cd "$(dirname "$0")/../.." && pwd)/test/lib.sh"
+
+N_UNBATCHED=${N_UNBATCHED:-50000}
+N_BATCHED=${N_BATCHED:-300000}
+RAW_REQUESTS=${RAW_REQUESTS:-200000}
+CONC=${CONC:-16}
+LAT_SECONDS=${LAT_SECONDS:-10}
+LAT_RATE=${LAT_RATE:-1000}
+
+work=$(mktemp -d /tmp/osdeliver_bench.XXXXXX)
+chmod 755 "$work"; chown "$PG_USER" "$work"
+nginx_pid=""
+cleanup() {
+	# the master's PID (the one we started), from its pid file
+	if [ -f "$work/nginx/nginx.pid" ]; then
+		nginx_pid=$(cat "$work/nginx/nginx.pid")
+		kill "$nginx_pid" 2>/dev/null || true
+		for _ in $(seq 50); do kill -0 "$nginx_pid" 2>/dev/null || break; sleep 0.1; done
+	fi
+	stop_cluster "$work/pg"
+	[ -n "${KEEP_BENCH:-}" ] && echo "kept $work" || rm -rf "$work"
+}
+trap cleanup EXIT
+
+make_tmp_install
+gcc -O2 -Wall -Wextra -o "$work/rawcurl" "$TOP/bench/deliver/rawcurl.c" -lcurl
+
+# ---------------------------------------------------------------- nginx
+ngport=$(free_port)
+mkdir -p "$work/nginx"
+cat >"$work/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+daemon off;
+events { worker_connections 1000; }
+http {
+	access_log off;
+	client_body_temp_path $work/nginx/body;
+	proxy_temp_path $work/nginx/proxy;
+	fastcgi_temp_path $work/nginx/fastcgi;
+	uwsgi_temp_path $work/nginx/uwsgi;
+	scgi_temp_path $work/nginx/scgi;
+	client_body_buffer_size 1m;
+	client_max_body_size 64m;
+	keepalive_requests 100000000;
+	keepalive_timeout 300s;
+	log_format lat '\$msec \$http_webhook_id';
+	server {
+		listen 127.0.0.1:$ngport;
+		location / { return 200 'ok'; }
+		location /lat { access_log $work/nginx/lat.log lat; return 200 'ok'; }
+	}
+}
+NGINX
+chown -R "$PG_USER" "$work/nginx"
+as_pg /usr/sbin/nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" \
+	</dev/null >"$work/nginx/stdout.log" 2>&1 &
+for _ in $(seq 100); do
+	curl -s -o /dev/null -X POST "http://127.0.0.1:$ngport/" && break
+	sleep 0.05
+done
+curl -sf -o /dev/null -X POST -d '{}' "http://127.0.0.1:$ngport/" || { echo "nginx did not start"; cat "$work/nginx/error.log"; exit 1; }
+
+# ---------------------------------------------------------------- cluster
+pgport=$(free_port)
+EXTRA_CONF="odoo_sync.allow_private_endpoints = on
+shared_buffers = 512MB
+max_wal_size = 4GB
+checkpoint_timeout = 30min
+synchronous_commit = on
+log_min_messages = warning
+${PROFILE:+shared_preload_libraries = 'odoo_sync,pg_stat_statements'
+pg_stat_statements.track = all}" start_cluster "$work/pg" "$pgport"
+psql_() { as_pg psql -X -q -A -t -h 127.0.0.1 -p "$pgport" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+psql_ -c "CREATE EXTENSION odoo_sync"
+for _ in $(seq 100); do
+	[ "$(psql_ -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'odoo_sync deliver'")" = 1 ] && break
+	sleep 0.1
+done
+
+echo "== delivery benchmark: nginx on 127.0.0.1:$ngport, PostgreSQL on 127.0.0.1:$pgport, $(nproc) cores"
+
+# ---------------------------------------------------------------- 1. raw client
+"$work/rawcurl" "http://127.0.0.1:$ngport/" "$CONC" 20000 >/dev/null   # warm-up
+raw_line=$("$work/rawcurl" "http://127.0.0.1:$ngport/" "$CONC" "$RAW_REQUESTS")
+raw_rps=$(sed -n 's/.*requests_per_s=\([0-9]*\).*/\1/p' <<<"$raw_line")
+echo "raw libcurl multi client, $CONC keep-alive connections: $raw_line"
+
+# ---------------------------------------------------------------- 2./3. throughput
+# insert_events N TYPE: one transaction, N events over N aggregates (a
+# shipment each), as capture would write them; prints the server's clock at
+# the end of the transaction (its commit, within a millisecond).
+run=0
+insert_events() {
+	run=$((run + 1))
+	psql_ -c "INSERT INTO odoo_sync.event (id, type, source, aggregate_type, aggregate_id,
+		aggregate_seq, lane, correlation_id, payload)
+		SELECT gen_random_uuid(), '$2', 'odoo://bench', 'shipment', '$2/$run/' || g, 1, 'bulk',
+			   'SO' || g, jsonb_build_object('picking', 'WH/OUT/' || g, 'qty', g % 7, 'state', 'assigned')
+		  FROM generate_series(1, $1) g;
+		SELECT extract(epoch FROM clock_timestamp())"
+}
+# drain ENDPOINT: seconds from now until the endpoint's queue is empty
+drain() {
+	local t0 t1
+	t0=$(date +%s.%N)
+	while [ "$(psql_ -c "SELECT count(*) FROM odoo_sync.delivery d JOIN odoo_sync.endpoint e
+		ON e.id = d.endpoint_id WHERE e.name = '$1'")" != 0 ]; do
+		sleep 0.2
+	done
+	t1=$(date +%s.%N)
+	echo "$t0 $t1" | awk '{printf "%.3f", $2 - $1}'
+}
+# rate ENDPOINT N T0: events/s from T0 (the inserting commit) to
+# the last 2xx, read from the delivery history (the drain loop only waits)
+rate() {
+	psql_ -c "SELECT round($2 / (extract(epoch FROM max(d.finished_at)) - $3))
+		FROM odoo_sync.delivery_done d JOIN odoo_sync.endpoint e ON e.id = d.endpoint_id
+		WHERE e.name = '$1' AND d.state = 'delivered'"
+}
+
+# PERF=unbatched|batched: a perf profile of the deliver worker in that phase
+perf_start() {
+	[ "${PERF:-}" = "$1" ] || return 0
+	dpid=$(psql_ -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'odoo_sync deliver'")
+	perf record -F 999 -g -o "$work/perf.data" -p "$dpid" -- sleep 4 >"$work/perf.log" 2>&1 &
+	perf_pid=$!
+}
+perf_show() {
+	[ "${PERF:-}" = "$1" ] || return 0
+	wait "$perf_pid" || cat "$work/perf.log"
+	ls -l "$work/perf.data" >&2
+	perf report -i "$work/perf.data" --stdio --no-children --percent-limit 1 -g none 2>/dev/null |
+		grep -v '^#' | grep -v '^$' | head -40
+}
+
+psql_ -c "SELECT odoo_sync.create_endpoint('unbatched', 'http://127.0.0.1:$ngport/u',
+	secret => 'whsec_YmVuY2htYXJrLXNlY3JldC1rZXktMzJieXRlcyE=', concurrency => $CONC)" >/dev/null
+psql_ -c "SELECT odoo_sync.subscribe('unbatched', '{bench.unbatched}')" >/dev/null
+psql_ -c "SELECT odoo_sync.create_endpoint('batched', 'http://127.0.0.1:$ngport/b',
+	secret => 'whsec_YmVuY2htYXJrLXNlY3JldC1rZXktMzJieXRlcyE=', concurrency => $CONC, batch_size => 100)" >/dev/null
+psql_ -c "SELECT odoo_sync.subscribe('batched', '{bench.batched}')" >/dev/null
+sleep 1.2   # the worker picks up new endpoints within a second
+
+insert_events 2000 bench.unbatched >/dev/null; drain unbatched >/dev/null     # warm-up
+psql_ -c "DELETE FROM odoo_sync.delivery_done"
+
+t0=$(insert_events "$N_UNBATCHED" bench.unbatched)
+perf_start unbatched
+secs=$(drain unbatched)
+perf_show unbatched
+unb=$(rate unbatched "$N_UNBATCHED" "$t0")
+echo "odoo_sync unbatched: $N_UNBATCHED events, concurrency $CONC: $unb events/s (queue drained ${secs}s after commit)"
+
+t0=$(insert_events "$N_BATCHED" bench.batched)
+perf_start batched
+secs=$(drain batched)
+perf_show batched
+bat=$(rate batched "$N_BATCHED" "$t0")
+echo "odoo_sync batched(100): $N_BATCHED events, concurrency $CONC: $bat events/s (queue drained ${secs}s after commit)"
+
+# ---------------------------------------------------------------- 4. latency at a steady rate
+psql_ -c "SELECT odoo_sync.create_endpoint('latency', 'http://127.0.0.1:$ngport/lat',
+	secret => 'whsec_YmVuY2htYXJrLXNlY3JldC1rZXktMzJieXRlcyE=', concurrency => $CONC)" >/dev/null
+psql_ -c "SELECT odoo_sync.subscribe('latency', '{dispatch.order.ready}')" >/dev/null
+psql_ -c "VACUUM ANALYZE odoo_sync.delivery"
+sleep 1.2
+cat >"$work/lat.sql" <<'SQL'
+INSERT INTO odoo_sync.event (id, type, source, aggregate_type, aggregate_id, aggregate_seq, lane, payload)
+VALUES (gen_random_uuid(), 'dispatch.order.ready', 'odoo://bench', 'shipment', gen_random_uuid()::text, 1,
+        'critical', '{"picking": "WH/OUT/00042", "carrier": 2}');
+SQL
+chown "$PG_USER" "$work/lat.sql"
+as_pg pgbench -n -h 127.0.0.1 -p "$pgport" -U postgres -c 4 -j 2 -R "$LAT_RATE" -T "$LAT_SECONDS" \
+	-f "$work/lat.sql" postgres >"$work/pgbench.out" 2>&1 || { cat "$work/pgbench.out"; exit 1; }
+drain latency >/dev/null
+sent=$(wc -l <"$work/nginx/lat.log")
+psql_ -c "CREATE TABLE lat (msec numeric, id uuid)"
+awk '{print $1 "\t" $2}' "$work/nginx/lat.log" | psql_ -c "COPY lat FROM STDIN"
+read -r p50 p99 <<<"$(psql_ -F ' ' -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 2),
+	round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 2)
+	FROM (SELECT (l.msec - extract(epoch FROM e.captured_at)) * 1000 AS ms
+	        FROM lat l JOIN odoo_sync.event e ON e.id = l.id) x")"
+tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$work/pgbench.out" | head -1)
+echo "latency at ${LAT_RATE} events/s for ${LAT_SECONDS}s ($sent events, pgbench tps $tps): commit -> sink p50 ${p50} ms, p99 ${p99} ms"
+psql_ -c "SELECT 'endpoint_status: ' || name || ' delivered_5m=' || delivered_5m || ' p50=' || latency_p50_ms || 'ms p99=' || latency_p99_ms || 'ms (commit -> 2xx recorded)' FROM odoo_sync.endpoint_status WHERE name = 'latency'"
+
+if [ -n "${PROFILE:-}" ]; then
+	psql_ -c "CREATE EXTENSION pg_stat_statements"
+	psql_ -F ' | ' -c "SELECT calls, round(total_exec_time) AS ms, round(mean_exec_time::numeric, 3) AS mean_ms, rows,
+		left(regexp_replace(query, '\s+', ' ', 'g'), 90) FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12"
+fi
+ratio=$(awk -v a="$unb" -v b="$raw_rps" 'BEGIN { printf "%.2f", a / b }')
+echo "events_per_s_batched=$bat"
+echo "latency_p99_ms=$p99"
+echo "ratio_vs_raw_curl=$ratio"

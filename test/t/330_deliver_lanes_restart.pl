@@ -1,0 +1,89 @@
+# Lanes: critical events are not held behind a bulk flood.  Restart: an
+# immediate stop of the server in the middle of a burst loses nothing, and
+# duplicates are only retries with the same webhook-id.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+use OdooSync::Test qw(poll_for);
+use OdooSync::DeliverTest qw(events events_multi);
+
+my ($node, $sink) = OdooSync::DeliverTest->setup('deliver_lanes');
+my $port = $sink->port;
+sub q1 { $node->safe_psql('postgres', $_[0]) }
+
+q1(qq{
+	SELECT odoo_sync.create_endpoint('mix', 'http://127.0.0.1:$port/mix', concurrency => 4);
+	SELECT odoo_sync.subscribe('mix', '{*}');
+});
+
+sub critical_latencies
+{
+	my ($n, $from) = @_;
+	for my $i (1 .. $n)
+	{
+		events($node, n => 1, type => 'dispatch.order.ready', lane => 'critical',
+			aggregate => "C$i", seq_from => $from);
+		usleep(30_000);
+	}
+	poll_for($node, 'postgres', qq{SELECT count(*) FROM odoo_sync.delivery_done
+		WHERE lane = 'critical' AND state = 'delivered'}, $n * ($from), 20);
+	return q1(qq{SELECT round(percentile_cont(0.99) WITHIN GROUP (ORDER BY
+		extract(epoch FROM d.finished_at - d.event_at) * 1000)::numeric, 1)
+		FROM odoo_sync.delivery_done d JOIN odoo_sync.event e ON e.id = d.event_id
+		WHERE d.lane = 'critical' AND e.aggregate_seq = $from});
+}
+
+my $idle = critical_latencies(20, 1);
+ok($idle > 0, "idle critical p99: $idle ms");
+
+# a bulk flood that takes the sink many seconds
+$sink->set_default({ status => 200, delay_ms => 5 });
+events_multi($node, n => 20000, aggregates => 20000, type => 'inventory.changed', lane => 'bulk');
+ok(poll_for($node, 'postgres', q{SELECT count(*) > 0 FROM odoo_sync.delivery_done WHERE lane = 'bulk'}, 't', 10),
+	'bulk flood is being delivered');
+my $flood = critical_latencies(20, 2);
+my $backlog = q1(q{SELECT count(*) FROM odoo_sync.delivery WHERE lane = 'bulk'});
+ok($backlog > 1000, "bulk backlog still there ($backlog) when the critical events are done");
+ok($flood < 2 * $idle + 25, "critical p99 under the flood: $flood ms (idle $idle ms)");
+diag("critical p99: idle $idle ms, under a bulk flood $flood ms");
+q1(q{SELECT odoo_sync.unsubscribe(id) FROM odoo_sync.subscriptions WHERE endpoint = 'mix'});
+q1(q{SELECT odoo_sync.cancel_deliveries('mix')});
+$sink->set_default({ status => 200 });
+$sink->reset;
+
+# --- restart in the middle of a burst
+q1(qq{
+	SELECT odoo_sync.create_endpoint('burst', 'http://127.0.0.1:$port/burst', concurrency => 8);
+	SELECT odoo_sync.subscribe('burst', '{burst.*}');
+});
+$sink->set_default({ status => 200, delay_ms => 2 });
+events_multi($node, n => 1500, aggregates => 50, type => 'burst.test', lane => 'critical', prefix => 'B');
+ok($sink->wait_for_count(100, path => '/burst', timeout => 10), 'burst under way');
+$node->stop('immediate');
+my $at_stop = $sink->count(path => '/burst');
+$node->start;
+events_multi($node, n => 500, aggregates => 50, type => 'burst.test', lane => 'critical', prefix => 'B',
+	seq_base => 30);
+ok(poll_for($node, 'postgres', q{SELECT count(*) FROM odoo_sync.delivery_done d JOIN odoo_sync.endpoint e
+	ON e.id = d.endpoint_id WHERE e.name = 'burst' AND d.state = 'delivered'}, '2000', 60),
+	"all 2000 events delivered after the restart ($at_stop had arrived at the stop)");
+is(q1(q{SELECT count(*) FROM odoo_sync.delivery}), '0', 'queue empty');
+my @reqs = $sink->requests(path => '/burst');
+my %seen;
+$seen{ $sink->header($_, 'webhook-id') }++ for @reqs;
+my $ids = q1(q{SELECT string_agg(id::text, ',') FROM odoo_sync.event WHERE type = 'burst.test'});
+my %ev = map { $_ => 1 } split /,/, $ids;
+is(scalar(grep { !$seen{$_} } keys %ev), 0, 'every event reached the sink');
+is(scalar(grep { !$ev{$_} } keys %seen), 0, 'nothing but these events (duplicates carry the same webhook-id)');
+my $dups = scalar(@reqs) - scalar(keys %seen);
+ok($dups <= 8 * 4 + 100, "few duplicates ($dups), all retries of in-flight events");
+is(q1(q{SELECT count(*) FROM odoo_sync.delivery_done d JOIN odoo_sync.endpoint e
+	ON e.id = d.endpoint_id WHERE e.name = 'burst' AND d.state = 'delivered'
+	GROUP BY event_id HAVING count(*) > 1 LIMIT 1}), '', 'one delivered record per event');
+
+$node->stop;
+unlike(slurp_file($node->logfile), qr/terminated by signal/, 'no crash');
+done_testing();
