@@ -15,7 +15,8 @@
 # and ends with events_per_s_batched=N, latency_p99_ms=X, ratio_vs_raw_curl=X.XX.
 #
 # Knobs: N_UNBATCHED (50000), N_BATCHED (300000), RAW_REQUESTS (200000),
-# CONC (16), LAT_SECONDS (10), LAT_RATE (1000).
+# CONC (16), LAT_SECONDS (10), LAT_RATE (1000); LANES=1 [FLOOD=100000] adds
+# the lanes phase; PROFILE=1 top statements; PERF=unbatched|batched a profile.
 set -euo pipefail
 . "$(cd "$(dirname "$0")/../.." && pwd)/test/lib.sh"
 
@@ -69,6 +70,7 @@ http {
 		listen 127.0.0.1:$ngport;
 		location / { return 200 'ok'; }
 		location /lat { access_log $work/nginx/lat.log lat; return 200 'ok'; }
+		location /lanes { access_log $work/nginx/lanes.log lat; return 200 'ok'; }
 	}
 }
 NGINX
@@ -204,6 +206,41 @@ read -r p50 p99 <<<"$(psql_ -F ' ' -c "SELECT round(percentile_cont(0.5) WITHIN 
 tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$work/pgbench.out" | head -1)
 echo "latency at ${LAT_RATE} events/s for ${LAT_SECONDS}s ($sent events, pgbench tps $tps): commit -> sink p50 ${p50} ms, p99 ${p99} ms"
 psql_ -c "SELECT 'endpoint_status: ' || name || ' delivered_5m=' || delivered_5m || ' p50=' || latency_p50_ms || 'ms p99=' || latency_p99_ms || 'ms (commit -> 2xx recorded)' FROM odoo_sync.endpoint_status WHERE name = 'latency'"
+
+# ---------------------------------------------------------------- 5. lanes (LANES=1)
+# critical events at 100/s on an idle endpoint, then again while a flood of
+# FLOOD bulk events (inventory.changed) drains through the same endpoint.
+# Opt-in: with a large analyzed bulk backlog the claim's plan can reach
+# critical rows through an id-ordered primary key scan that walks the whole
+# backlog (docs/delivery.md, known limits), and this phase then takes minutes.
+if [ -n "${LANES:-}" ]; then
+psql_ -c "SELECT odoo_sync.create_endpoint('lanes', 'http://127.0.0.1:$ngport/lanes', concurrency => $CONC)" >/dev/null
+psql_ -c "SELECT odoo_sync.subscribe('lanes', '{dispatch.order.ready,inventory.changed}')" >/dev/null
+psql_ -c "CREATE TABLE lanes_phase (phase text, since timestamptz)"
+sleep 1.2
+sed 's/dispatch.order.ready/dispatch.order.ready/' "$work/lat.sql" >"$work/lanes.sql"
+psql_ -c "INSERT INTO lanes_phase VALUES ('idle', clock_timestamp())"
+as_pg pgbench -n -h 127.0.0.1 -p "$pgport" -U postgres -c 2 -j 1 -R 100 -T 3 -f "$work/lanes.sql" postgres >/dev/null 2>&1
+drain lanes >/dev/null
+psql_ -c "INSERT INTO odoo_sync.event (id, type, source, aggregate_type, aggregate_id, aggregate_seq, lane, payload)
+	SELECT gen_random_uuid(), 'inventory.changed', 'odoo://bench', 'product', 'flood/' || g, 1, 'bulk',
+		   jsonb_build_object('product', g, 'qty', g % 11) FROM generate_series(1, ${FLOOD:-100000}) g"
+psql_ -c "INSERT INTO lanes_phase VALUES ('flood', clock_timestamp())"
+as_pg pgbench -n -h 127.0.0.1 -p "$pgport" -U postgres -c 2 -j 1 -R 100 -T 3 -f "$work/lanes.sql" postgres >/dev/null 2>&1
+left=$(psql_ -c "SELECT count(*) FROM odoo_sync.delivery d JOIN odoo_sync.endpoint e ON e.id = d.endpoint_id
+	WHERE e.name = 'lanes' AND d.lane = 'bulk'")
+drain lanes >/dev/null
+psql_ -c "CREATE TABLE lanes_log (msec numeric, id uuid)"
+awk '{print $1 "\t" $2}' "$work/nginx/lanes.log" | psql_ -c "COPY lanes_log FROM STDIN"
+read -r lidle lflood <<<"$(psql_ -F ' ' -c "WITH c AS (
+	SELECT (SELECT phase FROM lanes_phase p WHERE p.since <= e.captured_at ORDER BY since DESC LIMIT 1) AS phase,
+	       (l.msec - extract(epoch FROM e.captured_at)) * 1000 AS ms
+	  FROM lanes_log l JOIN odoo_sync.event e ON e.id = l.id WHERE e.type = 'dispatch.order.ready')
+	SELECT round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) FILTER (WHERE phase = 'idle')::numeric, 2),
+	       round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) FILTER (WHERE phase = 'flood')::numeric, 2)
+	  FROM c")"
+echo "lanes: dispatch.order.ready p99 idle ${lidle} ms, under a ${FLOOD:-100000}-event bulk flood ${lflood} ms ($left bulk events still queued when the critical ones were done)"
+fi
 
 if [ -n "${PROFILE:-}" ]; then
 	psql_ -c "CREATE EXTENSION pg_stat_statements"
