@@ -273,6 +273,30 @@ $$;
 COMMENT ON FUNCTION @extschema@._rule_test(@extschema@.rule) IS
 	'Private: PL/pgSQL boolean expression testing one rule against a change.';
 
+-- The batch form of a payload builder: a function of the same schema
+-- named <builder>_batch taking (aggregate_ids text[], changes jsonb[]) and returning
+-- TABLE (ord integer, payload jsonb), where ord is the position in the
+-- arrays and the payload is what the per-event builder returns for that
+-- position (NULL or no row = no event).  The rule engine calls it once per
+-- batch; the per-event builder stays the reference (failures, retries).
+CREATE FUNCTION @extschema@._batch_builder(p regprocedure)
+RETURNS regprocedure
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, @extschema@
+AS $$
+	SELECT b.oid::regprocedure
+	  FROM pg_catalog.pg_proc f
+	  JOIN pg_catalog.pg_proc b ON b.pronamespace = f.pronamespace AND b.proname = f.proname || '_batch'
+	 WHERE f.oid = p
+	   AND b.pronargs = 2
+	   AND b.proargtypes[0] = 'text[]'::pg_catalog.regtype
+	   AND b.proargtypes[1] = 'jsonb[]'::pg_catalog.regtype
+	   AND b.proretset
+	   AND pg_catalog.pg_get_function_result(b.oid) = 'TABLE(ord integer, payload jsonb)'
+$$;
+COMMENT ON FUNCTION @extschema@._batch_builder(regprocedure) IS
+	'Private: the batch form (text[], jsonb[]) -> TABLE(ord integer, payload jsonb) of a payload builder, or NULL.';
+
 -- Regenerates the evaluation functions, the payload/correlation dispatchers
 -- and _capture_table from the enabled rules, and bumps the rule version so
 -- that the capture worker decodes with the new table and column lists.
@@ -416,6 +440,41 @@ $b$;
 		'RETURNS jsonb LANGUAGE plpgsql AS %L', v_body);
 	PERFORM @extschema@._own_function('@extschema@._build_payload(integer,text,jsonb)');
 
+	-- set-based dispatcher: the payloads (and correlation ids) of all the
+	-- events of one rule in a batch with one call; a builder with a batch
+	-- form (<name>_batch(text[], jsonb[])) runs once per batch, the others
+	-- once per event inside one query (arrays are unnested, never
+	-- subscripted: a subscript of a text array walks it from the start)
+	v_body := 'BEGIN' || E'\n';
+	FOR r IN SELECT * FROM @extschema@.rule r4 WHERE r4.enabled ORDER BY r4.id
+	LOOP
+		v_body := v_body || pg_catalog.format(
+			E'\tIF p_rule = %s THEN\n\t\tRETURN QUERY SELECT b.ord, b.payload, %s FROM %s WHERE b.payload IS NOT NULL;\n\t\tRETURN;\n\tEND IF;\n',
+			r.id,
+			CASE WHEN r.correlation_builder IS NOT NULL
+				 THEN pg_catalog.format('%s(b.agg)', @extschema@._qualified_proc(r.correlation_builder))
+				 -- correlation_id() without a function call for ids that are
+				 -- not numbers (its first branch, inlined: inventory ids)
+				 ELSE pg_catalog.format('CASE WHEN b.agg ~ ''^[0-9]{1,9}$'' '
+										'THEN odoo_sync.correlation_id(%1$L, b.agg) ELSE %2$s END',
+										r.aggregate_type,
+										CASE WHEN r.aggregate_type = 'inventory' THEN 'NULL'
+											 ELSE pg_catalog.format('%L || '':'' || b.agg', r.aggregate_type) END) END,
+			CASE WHEN @extschema@._batch_builder(r.payload_builder) IS NOT NULL
+				 THEN pg_catalog.format('(SELECT x.ord, x.payload, u.agg FROM %s AS x '
+										'JOIN pg_catalog.unnest(p_aggs) WITH ORDINALITY AS u(agg, i) ON u.i = x.ord) AS b',
+										@extschema@._qualified_proc(@extschema@._batch_builder(r.payload_builder)) || '(p_aggs, p_changes)')
+				 ELSE pg_catalog.format('(SELECT u.i::integer AS ord, %s(u.agg, u.ch) AS payload, u.agg '
+										'FROM pg_catalog.unnest(p_aggs, p_changes) WITH ORDINALITY AS u(agg, ch, i) '
+										'OFFSET 0) AS b',	-- (OFFSET 0: one builder call per event)
+										@extschema@._qualified_proc(r.payload_builder)) END);
+	END LOOP;
+	v_body := v_body || E'\tRAISE EXCEPTION ''rule % is not enabled'', p_rule;\nEND';
+	EXECUTE pg_catalog.format(
+		'CREATE OR REPLACE FUNCTION @extschema@._build_payloads(p_rule integer, p_aggs text[], p_changes jsonb[]) '
+		'RETURNS TABLE (ord integer, payload jsonb, correlation_id text) LANGUAGE plpgsql AS %L', v_body);
+	PERFORM @extschema@._own_function('@extschema@._build_payloads(integer,text[],jsonb[])');
+
 	v_body := 'BEGIN' || E'\n';
 	FOR r IN SELECT * FROM @extschema@.rule r4
 			  WHERE r4.enabled AND r4.correlation_builder IS NOT NULL ORDER BY r4.id
@@ -527,6 +586,32 @@ LANGUAGE plpgsql					-- (not sql: PL/pgSQL keeps the plan)
 SET search_path = pg_catalog, @extschema@
 AS $$
 BEGIN
+	IF NOT p_safe THEN
+		-- set-based: one call of the payload dispatcher per rule
+		RETURN ARRAY(
+			WITH d AS MATERIALIZED (
+				SELECT x.*, pg_catalog.row_number() OVER (PARTITION BY x.rule_id ORDER BY x.tord, x.rord)::integer AS k
+				  FROM (SELECT DISTINCT ON (c.tord, r.event_type, r.aggregate_type, c.agg_id)
+							   c.tord, c.rord, c.agg_id, c.change, r.id AS rule_id, r.priority,
+							   r.event_type, r.aggregate_type, r.lane
+						  FROM pg_catalog.unnest(p_cands) AS c
+						  JOIN @extschema@.rule r ON r.id = c.rule_id
+						 ORDER BY c.tord, r.event_type, r.aggregate_type, c.agg_id, r.priority, c.rord) AS x),
+			g AS (
+				SELECT d.rule_id,
+					   pg_catalog.array_agg(d.agg_id ORDER BY d.k) AS aggs,
+					   pg_catalog.array_agg(@extschema@._change_json(d.change) ORDER BY d.k) AS chs
+				  FROM d GROUP BY d.rule_id),
+			b AS (
+				SELECT g.rule_id, p.ord, p.payload, p.correlation_id
+				  FROM g CROSS JOIN LATERAL @extschema@._build_payloads(g.rule_id, g.aggs, g.chs) AS p)
+			SELECT ROW(pg_catalog.row_number() OVER (ORDER BY d.tord, d.rord, d.priority, d.rule_id),
+					   d.event_type, d.aggregate_type, d.agg_id, d.lane, b.correlation_id, p_snapshot,
+					   (d.change).commit_lsn, coalesce((d.change).commit_time, pg_catalog.now()),
+					   d.rule_id, b.payload)::@extschema@._pending_event
+			  FROM d JOIN b ON b.rule_id = d.rule_id AND b.ord = d.k
+			 ORDER BY d.tord, d.rord, d.priority, d.rule_id);
+	END IF;
 	RETURN ARRAY(
 		SELECT ROW(pg_catalog.row_number() OVER (ORDER BY b.tord, b.rord, b.priority, b.rule_id),
 				   b.event_type, b.aggregate_type, b.agg_id, b.lane, b.built ->> 'c', p_snapshot,
