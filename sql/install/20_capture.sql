@@ -312,6 +312,8 @@ DECLARE
 	v_fn			text;
 	v_pk			text[];
 	v_version		bigint;
+	v_corr			text;
+	v_one			text;
 BEGIN
 	-- evaluation functions of tables that lost all their rules
 	FOR t IN SELECT ct.eval_fn FROM @extschema@._capture_table ct
@@ -442,16 +444,15 @@ $b$;
 
 	-- set-based dispatcher: the payloads (and correlation ids) of all the
 	-- events of one rule in a batch with one call; a builder with a batch
-	-- form (<name>_batch(text[], jsonb[])) runs once per batch, the others
-	-- once per event inside one query (arrays are unnested, never
-	-- subscripted: a subscript of a text array walks it from the start)
+	-- form (<name>_batch(text[], jsonb[])) runs once per batch (from 4
+	-- events on: below, planning its query costs more than per-event
+	-- calls), the others once per event inside one query.  Arrays are
+	-- unnested, never subscripted (a subscript of a text array walks it
+	-- from the start).
 	v_body := 'BEGIN' || E'\n';
 	FOR r IN SELECT * FROM @extschema@.rule r4 WHERE r4.enabled ORDER BY r4.id
 	LOOP
-		v_body := v_body || pg_catalog.format(
-			E'\tIF p_rule = %s THEN\n\t\tRETURN QUERY SELECT b.ord, b.payload, %s FROM %s WHERE b.payload IS NOT NULL;\n\t\tRETURN;\n\tEND IF;\n',
-			r.id,
-			CASE WHEN r.correlation_builder IS NOT NULL
+		v_corr := CASE WHEN r.correlation_builder IS NOT NULL
 				 THEN pg_catalog.format('%s(b.agg)', @extschema@._qualified_proc(r.correlation_builder))
 				 -- correlation_id() without a function call for ids that are
 				 -- not numbers (its first branch, inlined: inventory ids)
@@ -459,15 +460,22 @@ $b$;
 										'THEN odoo_sync.correlation_id(%1$L, b.agg) ELSE %2$s END',
 										r.aggregate_type,
 										CASE WHEN r.aggregate_type = 'inventory' THEN 'NULL'
-											 ELSE pg_catalog.format('%L || '':'' || b.agg', r.aggregate_type) END) END,
-			CASE WHEN @extschema@._batch_builder(r.payload_builder) IS NOT NULL
-				 THEN pg_catalog.format('(SELECT x.ord, x.payload, u.agg FROM %s AS x '
-										'JOIN pg_catalog.unnest(p_aggs) WITH ORDINALITY AS u(agg, i) ON u.i = x.ord) AS b',
-										@extschema@._qualified_proc(@extschema@._batch_builder(r.payload_builder)) || '(p_aggs, p_changes)')
-				 ELSE pg_catalog.format('(SELECT u.i::integer AS ord, %s(u.agg, u.ch) AS payload, u.agg '
-										'FROM pg_catalog.unnest(p_aggs, p_changes) WITH ORDINALITY AS u(agg, ch, i) '
-										'OFFSET 0) AS b',	-- (OFFSET 0: one builder call per event)
-										@extschema@._qualified_proc(r.payload_builder)) END);
+											 ELSE pg_catalog.format('%L || '':'' || b.agg', r.aggregate_type) END) END;
+		v_one := pg_catalog.format(
+			E'\t\tRETURN QUERY SELECT b.ord, b.payload, %s FROM '
+			'(SELECT u.i::integer AS ord, %s(u.agg, u.ch) AS payload, u.agg '
+			'FROM pg_catalog.unnest(p_aggs, p_changes) WITH ORDINALITY AS u(agg, ch, i) '
+			'OFFSET 0) AS b WHERE b.payload IS NOT NULL;' || E'\n',	-- (OFFSET 0: one builder call per event)
+			v_corr, @extschema@._qualified_proc(r.payload_builder));
+		IF @extschema@._batch_builder(r.payload_builder) IS NOT NULL THEN
+			v_one := pg_catalog.format(
+				E'\t\tIF pg_catalog.cardinality(p_aggs) >= 4 THEN\n\t\t\tRETURN QUERY SELECT b.ord, b.payload, %s FROM '
+				'(SELECT x.ord, x.payload, u.agg FROM %s(p_aggs, p_changes) AS x '
+				'JOIN pg_catalog.unnest(p_aggs) WITH ORDINALITY AS u(agg, i) ON u.i = x.ord) AS b '
+				'WHERE b.payload IS NOT NULL;' || E'\n\t\t\tRETURN;\n\t\tEND IF;\n',
+				v_corr, @extschema@._qualified_proc(@extschema@._batch_builder(r.payload_builder))) || v_one;
+		END IF;
+		v_body := v_body || pg_catalog.format(E'\tIF p_rule = %s THEN\n%s\t\tRETURN;\n\tEND IF;\n', r.id, v_one);
 	END LOOP;
 	v_body := v_body || E'\tRAISE EXCEPTION ''rule % is not enabled'', p_rule;\nEND';
 	EXECUTE pg_catalog.format(
@@ -641,6 +649,7 @@ SET enable_nestloop = off			-- ev and up are large in a burst
 AS $$
 DECLARE
 	v_n		integer;
+	v_db	text := pg_catalog.current_database();
 BEGIN
 	IF p_events IS NULL OR pg_catalog.cardinality(p_events) = 0 THEN
 		RETURN 0;
@@ -660,7 +669,7 @@ BEGIN
 	INSERT INTO @extschema@.event
 		(id, type, source, aggregate_type, aggregate_id, aggregate_seq, lane,
 		 correlation_id, snapshot, commit_lsn, commit_time, rule_id, payload)
-	SELECT pg_catalog.gen_random_uuid(), ev.type, pg_catalog.current_database(),
+	SELECT pg_catalog.gen_random_uuid(), ev.type, v_db,
 		   ev.aggregate_type, ev.aggregate_id, up.last_seq - ev.cnt + ev.k, ev.lane,
 		   ev.correlation_id, ev.snapshot, ev.commit_lsn, ev.commit_time,
 		   ev.rule_id, ev.payload
@@ -694,19 +703,25 @@ BEGIN
 	-- 1. rows of watched tables, with old values from the shadow and from
 	-- earlier transactions of the batch
 	-- (materialized: otherwise each row drags its whole transaction along)
+	-- (begin lines are read once per transaction, not once per row)
 	WITH tx AS MATERIALIZED (
-		SELECT t.ord::integer AS tord, t.x -> 'b' AS b, t.x -> 'r' AS r
+		SELECT t.ord::integer AS tord, t.x -> 'r' AS r,
+			   t.x #>> '{b,origin}' AS origin,
+			   (t.x #>> '{b,commit-lsn}')::pg_lsn AS commit_lsn,
+			   (t.x #>> '{b,commit-time}')::timestamptz AS commit_time
 		  FROM pg_catalog.jsonb_array_elements(p_batch) WITH ORDINALITY AS t(x, ord)),
 	rw AS MATERIALIZED (
-		SELECT tx.tord, r.ord::integer AS rord, tx.b, r.x AS row,
+		SELECT tx.tord, r.ord::integer AS rord, tx.origin, tx.commit_lsn, tx.commit_time, r.x AS row,
 			   (r.x ->> 'schema') || '.' || (r.x ->> 'table') AS tbl,
 			   r.x ->> 'action' AS action
 		  FROM tx CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(tx.r) WITH ORDINALITY AS r(x, ord)
 		 WHERE r.x ->> 'action' IN ('I', 'U', 'D')),
 	keyed AS (
 		SELECT rw.*, ct.need_shadow,
-			   (SELECT pg_catalog.string_agg(coalesce(rw.row -> 'new', rw.row -> 'key') ->> u.k, ',' ORDER BY u.i)
-				  FROM pg_catalog.unnest(ct.pk) WITH ORDINALITY AS u(k, i)) AS key
+			   CASE WHEN pg_catalog.cardinality(ct.pk) = 1
+					THEN coalesce(rw.row -> 'new', rw.row -> 'key') ->> ct.pk[1]
+					ELSE (SELECT pg_catalog.string_agg(coalesce(rw.row -> 'new', rw.row -> 'key') ->> u.k, ',' ORDER BY u.i)
+							FROM pg_catalog.unnest(ct.pk) WITH ORDINALITY AS u(k, i)) END AS key
 		  FROM rw JOIN @extschema@._capture_table ct ON ct.table_name = rw.tbl),
 	withold AS (
 		SELECT k.*, s.vals AS shadow,
@@ -727,10 +742,10 @@ BEGIN
 				CASE WHEN ch.action = 'D' THEN coalesce(ch.old, '{}') || coalesce(ch.row -> 'key', '{}')
 					 ELSE coalesce(ch.old, '{}') || coalesce(ch.row -> 'new', '{}') END,
 				ch.old,
-				ch.b ->> 'origin',
+				ch.origin,
 				p_snapshot,
-				(ch.b ->> 'commit-lsn')::pg_lsn,
-				(ch.b ->> 'commit-time')::timestamptz)::@extschema@._change
+				ch.commit_lsn,
+				ch.commit_time)::@extschema@._change
 			ORDER BY ch.tord, ch.rord)
 	  INTO v_changes
 	  FROM ch;
