@@ -464,7 +464,7 @@ $b$;
 		v_one := pg_catalog.format(
 			E'\t\tRETURN QUERY SELECT b.ord, b.payload, %s FROM '
 			'(SELECT u.i::integer AS ord, %s(u.agg, u.ch) AS payload, u.agg '
-			'FROM pg_catalog.unnest(p_aggs, p_changes) WITH ORDINALITY AS u(agg, ch, i) '
+			'FROM ROWS FROM (pg_catalog.unnest(p_aggs), pg_catalog.unnest(p_changes)) WITH ORDINALITY AS u(agg, ch, i) '
 			'OFFSET 0) AS b WHERE b.payload IS NOT NULL;' || E'\n',	-- (OFFSET 0: one builder call per event)
 			v_corr, @extschema@._qualified_proc(r.payload_builder));
 		IF @extschema@._batch_builder(r.payload_builder) IS NOT NULL THEN
@@ -594,8 +594,9 @@ LANGUAGE plpgsql					-- (not sql: PL/pgSQL keeps the plan)
 SET search_path = pg_catalog, @extschema@
 AS $$
 BEGIN
-	IF NOT p_safe THEN
-		-- set-based: one call of the payload dispatcher per rule
+	IF NOT p_safe AND pg_catalog.cardinality(p_cands) >= 4 THEN
+		-- set-based: one call of the payload dispatcher per rule (below 4
+		-- events, planning this query costs more than it saves)
 		RETURN ARRAY(
 			WITH d AS MATERIALIZED (
 				SELECT x.*, pg_catalog.row_number() OVER (PARTITION BY x.rule_id ORDER BY x.tord, x.rord)::integer AS k

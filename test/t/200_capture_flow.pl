@@ -198,6 +198,14 @@ sub check_batch_builder
 			  FROM ids, odoo_sync.payload_inventory_batch(ids.a, array_fill('{}'::jsonb, ARRAY[cardinality(ids.a)])) AS b})
 		=~ /^(\d+)\/(\d+)\/(\d+)$/ && $1 == $2 && $1 == $3 ? 'same' : 'different',
 		'same', "$what: batch and per-event inventory.changed builders agree");
+	# the batch dispatcher of every rule runs (an error there would only
+	# show as the slower per-event retry)
+	is(q1($db, q{SELECT count(*) FROM odoo_sync.rule r, (VALUES (1), (4)) AS n(n),
+			LATERAL (SELECT count(*) FROM odoo_sync._build_payloads(r.id,
+				array_fill(CASE WHEN r.aggregate_type = 'inventory' THEN '17:8' ELSE '1' END, ARRAY[n.n]),
+				array_fill('{}'::jsonb, ARRAY[n.n]))) AS b
+		   WHERE r.enabled}), 2 * q1($db, 'SELECT count(*) FROM odoo_sync.rule WHERE enabled'),
+		"$what: the batch payload dispatcher runs for every rule");
 }
 check_batch_builder('odoo', 'fixture');
 
@@ -246,7 +254,7 @@ q1('odoo', q{SELECT odoo_sync.drop_rule('quant_note')});
 # ------------------------------------------------------------------ real Odoo dump
 SKIP:
 {
-	skip 'the Odoo 17 demo dump (odoo17_demo.dump) is not there', 20
+	skip 'the Odoo 17 demo dump (odoo17_demo.dump) is not there', 21
 	  unless OdooSync::Test->restore_odoo_dump($node, 'odoo17');
 	$node->safe_psql('odoo17', 'CREATE EXTENSION odoo_sync');
 	ok(poll_for($node, 'odoo17', 'SELECT active FROM odoo_sync.capture_status', 't', 30), 'odoo17: capture slot active');
