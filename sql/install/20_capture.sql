@@ -14,11 +14,15 @@
 --      rule's condition reads the row as `new` and `old` (typed as the
 --      table's row type), `op` ('insert', 'update', 'delete') and `snapshot`;
 --   3. keeps one event per transaction, aggregate and type (the rule with
---      the lowest priority, then the first row, wins), builds its payload
---      with the rule's payload builder (through the generated dispatcher
---      odoo_sync._build_payload) in a subtransaction: a builder that raises
---      sends that event to odoo_sync.capture_error with the reason, and the
---      others go on;
+--      the lowest priority, then the first row, wins) and builds the
+--      payloads set-based: one call per rule of the generated dispatcher
+--      odoo_sync._build_payloads with all the rule's aggregates of the
+--      batch, which runs the builder's batch form (<builder>_batch, one
+--      query for the whole batch) when there is one and the per-event
+--      builder once per event otherwise.  When that raises, the batch is
+--      built again event by event (odoo_sync._build_payload), each in a
+--      subtransaction: a builder that raises sends that event to
+--      odoo_sync.capture_error with the reason, and the others go on;
 --   4. appends the events with their per-aggregate sequence numbers
 --      (odoo_sync._aggregate_seq) and updates the shadow.
 -- Rules are data: odoo_sync.rule, changed through add_rule(), alter_rule(),
@@ -731,17 +735,24 @@ BEGIN
 		  LEFT JOIN @extschema@.shadow s ON k.need_shadow AND s.table_name = k.tbl AND s.key = k.key
 		WINDOW w AS (PARTITION BY k.tbl, k.key ORDER BY k.tord, k.rord
 					 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)),
+	-- (jsonb concatenations only where they change something: they cost
+	-- microseconds per row)
 	ch AS (
 		SELECT w.*,
 			   CASE WHEN w.action = 'I' AND w.prev IS NULL THEN NULL
-					WHEN w.shadow IS NULL AND w.prev IS NULL THEN NULL
-					ELSE coalesce(w.shadow, '{}') || coalesce(w.prev, '{}') END AS old
+					WHEN w.prev IS NULL THEN w.shadow
+					WHEN w.shadow IS NULL THEN w.prev
+					ELSE w.shadow || w.prev END AS old
 		  FROM withold w)
 	SELECT pg_catalog.array_agg(ROW(ch.tord, ch.rord, ch.tbl,
 				CASE ch.action WHEN 'I' THEN 'insert' WHEN 'U' THEN 'update' ELSE 'delete' END,
 				ch.key,
+				-- the decoded row has every watched column but its
+				-- unchanged TOAST ones: those come from old
 				CASE WHEN ch.action = 'D' THEN coalesce(ch.old, '{}') || coalesce(ch.row -> 'key', '{}')
-					 ELSE coalesce(ch.old, '{}') || coalesce(ch.row -> 'new', '{}') END,
+					 WHEN ch.old IS NULL THEN coalesce(ch.row -> 'new', '{}')
+					 WHEN NOT ch.row ? 'unchanged-toast' AND ch.row ? 'new' THEN ch.row -> 'new'
+					 ELSE ch.old || coalesce(ch.row -> 'new', '{}') END,
 				ch.old,
 				ch.origin,
 				p_snapshot,
