@@ -278,11 +278,13 @@ COMMENT ON FUNCTION @extschema@._rule_test(@extschema@.rule) IS
 	'Private: PL/pgSQL boolean expression testing one rule against a change.';
 
 -- The batch form of a payload builder: a function of the same schema
--- named <builder>_batch taking (aggregate_ids text[], changes jsonb[]) and returning
--- TABLE (ord integer, payload jsonb), where ord is the position in the
--- arrays and the payload is what the per-event builder returns for that
--- position (NULL or no row = no event).  The rule engine calls it once per
--- batch; the per-event builder stays the reference (failures, retries).
+-- named <builder>_batch taking (aggregate_ids text[], changes jsonb[]), or
+-- only (aggregate_ids text[]) when the payload does not depend on the
+-- change, and returning TABLE (ord integer, payload jsonb), where ord is the
+-- position in the arrays and the payload is what the per-event builder
+-- returns for that position (NULL or no row = no event).  The rule engine
+-- calls it once per batch; the per-event builder stays the reference
+-- (small batches, failures, retries).
 CREATE FUNCTION @extschema@._batch_builder(p regprocedure)
 RETURNS regprocedure
 LANGUAGE sql STABLE
@@ -292,14 +294,16 @@ AS $$
 	  FROM pg_catalog.pg_proc f
 	  JOIN pg_catalog.pg_proc b ON b.pronamespace = f.pronamespace AND b.proname = f.proname || '_batch'
 	 WHERE f.oid = p
-	   AND b.pronargs = 2
+	   AND b.pronargs IN (1, 2)
 	   AND b.proargtypes[0] = 'text[]'::pg_catalog.regtype
-	   AND b.proargtypes[1] = 'jsonb[]'::pg_catalog.regtype
+	   AND (b.pronargs = 1 OR b.proargtypes[1] = 'jsonb[]'::pg_catalog.regtype)
 	   AND b.proretset
 	   AND pg_catalog.pg_get_function_result(b.oid) = 'TABLE(ord integer, payload jsonb)'
+	 ORDER BY b.pronargs DESC
+	 LIMIT 1
 $$;
 COMMENT ON FUNCTION @extschema@._batch_builder(regprocedure) IS
-	'Private: the batch form (text[], jsonb[]) -> TABLE(ord integer, payload jsonb) of a payload builder, or NULL.';
+	'Private: the batch form (text[][, jsonb[]]) -> TABLE(ord integer, payload jsonb) of a payload builder, or NULL.';
 
 -- Regenerates the evaluation functions, the payload/correlation dispatchers
 -- and _capture_table from the enabled rules, and bumps the rule version so
@@ -318,6 +322,7 @@ DECLARE
 	v_version		bigint;
 	v_corr			text;
 	v_one			text;
+	v_no_change		integer[] := '{}';
 BEGIN
 	-- evaluation functions of tables that lost all their rules
 	FOR t IN SELECT ct.eval_fn FROM @extschema@._capture_table ct
@@ -472,12 +477,17 @@ $b$;
 			'OFFSET 0) AS b WHERE b.payload IS NOT NULL;' || E'\n',	-- (OFFSET 0: one builder call per event)
 			v_corr, @extschema@._qualified_proc(r.payload_builder));
 		IF @extschema@._batch_builder(r.payload_builder) IS NOT NULL THEN
+			IF (SELECT p.pronargs FROM pg_catalog.pg_proc p
+				 WHERE p.oid = @extschema@._batch_builder(r.payload_builder)) = 1 THEN
+				v_no_change := v_no_change || r.id;
+			END IF;
 			v_one := pg_catalog.format(
 				E'\t\tIF pg_catalog.cardinality(p_aggs) >= 4 THEN\n\t\t\tRETURN QUERY SELECT b.ord, b.payload, %s FROM '
-				'(SELECT x.ord, x.payload, u.agg FROM %s(p_aggs, p_changes) AS x '
+				'(SELECT x.ord, x.payload, u.agg FROM %s AS x '
 				'JOIN pg_catalog.unnest(p_aggs) WITH ORDINALITY AS u(agg, i) ON u.i = x.ord) AS b '
 				'WHERE b.payload IS NOT NULL;' || E'\n\t\t\tRETURN;\n\t\tEND IF;\n',
-				v_corr, @extschema@._qualified_proc(@extschema@._batch_builder(r.payload_builder))) || v_one;
+				v_corr, @extschema@._qualified_proc(@extschema@._batch_builder(r.payload_builder))
+						|| CASE WHEN r.id = ANY (v_no_change) THEN '(p_aggs)' ELSE '(p_aggs, p_changes)' END) || v_one;
 		END IF;
 		v_body := v_body || pg_catalog.format(E'\tIF p_rule = %s THEN\n%s\t\tRETURN;\n\tEND IF;\n', r.id, v_one);
 	END LOOP;
@@ -486,6 +496,12 @@ $b$;
 		'CREATE OR REPLACE FUNCTION @extschema@._build_payloads(p_rule integer, p_aggs text[], p_changes jsonb[]) '
 		'RETURNS TABLE (ord integer, payload jsonb, correlation_id text) LANGUAGE plpgsql AS %L', v_body);
 	PERFORM @extschema@._own_function('@extschema@._build_payloads(integer,text[],jsonb[])');
+	-- rules whose batch builder takes no changes: _build_events does not
+	-- build them for their batches
+	EXECUTE pg_catalog.format(
+		'CREATE OR REPLACE FUNCTION @extschema@._rules_without_changes() RETURNS integer[] '
+		'LANGUAGE sql STABLE AS %L', pg_catalog.format('SELECT %L::integer[]', v_no_change));
+	PERFORM @extschema@._own_function('@extschema@._rules_without_changes()');
 
 	v_body := 'BEGIN' || E'\n';
 	FOR r IN SELECT * FROM @extschema@.rule r4
@@ -603,7 +619,8 @@ BEGIN
 		-- events, planning this query costs more than it saves)
 		RETURN ARRAY(
 			WITH d AS MATERIALIZED (
-				SELECT x.*, pg_catalog.row_number() OVER (PARTITION BY x.rule_id ORDER BY x.tord, x.rord)::integer AS k
+				SELECT x.*, pg_catalog.row_number() OVER (PARTITION BY x.rule_id ORDER BY x.tord, x.rord)::integer AS k,
+					   pg_catalog.count(*) OVER (PARTITION BY x.rule_id) AS rule_n
 				  FROM (SELECT DISTINCT ON (c.tord, r.event_type, r.aggregate_type, c.agg_id)
 							   c.tord, c.rord, c.agg_id, c.change, r.id AS rule_id, r.priority,
 							   r.event_type, r.aggregate_type, r.lane
@@ -613,7 +630,9 @@ BEGIN
 			g AS (
 				SELECT d.rule_id,
 					   pg_catalog.array_agg(d.agg_id ORDER BY d.k) AS aggs,
-					   pg_catalog.array_agg(@extschema@._change_json(d.change) ORDER BY d.k) AS chs
+					   -- (not for a batch builder that takes no changes)
+					   pg_catalog.array_agg(@extschema@._change_json(d.change) ORDER BY d.k)
+						   FILTER (WHERE d.rule_n < 4 OR d.rule_id <> ALL (@extschema@._rules_without_changes())) AS chs
 				  FROM d GROUP BY d.rule_id),
 			b AS (
 				SELECT g.rule_id, p.ord, p.payload, p.correlation_id
