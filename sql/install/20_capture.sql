@@ -453,7 +453,7 @@ $b$;
 
 	-- set-based dispatcher: the payloads (and correlation ids) of all the
 	-- events of one rule in a batch with one call; a builder with a batch
-	-- form (<name>_batch(text[], jsonb[])) runs once per batch (from 4
+	-- form (<name>_batch(text[], jsonb[])) runs once per batch (from 8
 	-- events on: below, planning its query costs more than per-event
 	-- calls), the others once per event inside one query.  Arrays are
 	-- unnested, never subscripted (a subscript of a text array walks it
@@ -482,7 +482,7 @@ $b$;
 				v_no_change := v_no_change || r.id;
 			END IF;
 			v_one := pg_catalog.format(
-				E'\t\tIF pg_catalog.cardinality(p_aggs) >= 4 THEN\n\t\t\tRETURN QUERY SELECT b.ord, b.payload, %s FROM '
+				E'\t\tIF pg_catalog.cardinality(p_aggs) >= 8 THEN\n\t\t\tRETURN QUERY SELECT b.ord, b.payload, %s FROM '
 				'(SELECT x.ord, x.payload, u.agg FROM %s AS x '
 				'JOIN pg_catalog.unnest(p_aggs) WITH ORDINALITY AS u(agg, i) ON u.i = x.ord) AS b '
 				'WHERE b.payload IS NOT NULL;' || E'\n\t\t\tRETURN;\n\t\tEND IF;\n',
@@ -614,9 +614,10 @@ LANGUAGE plpgsql					-- (not sql: PL/pgSQL keeps the plan)
 SET search_path = pg_catalog, @extschema@
 AS $$
 BEGIN
-	IF NOT p_safe AND pg_catalog.cardinality(p_cands) >= 4 THEN
-		-- set-based: one call of the payload dispatcher per rule (below 4
-		-- events, planning this query costs more than it saves)
+	IF NOT p_safe AND pg_catalog.cardinality(p_cands) >= 16 THEN
+		-- set-based: one call of the payload dispatcher per rule (below 16
+		-- events, planning this query costs more than it saves: the steady
+		-- trickle of small batches keeps the per-event query)
 		RETURN ARRAY(
 			WITH d AS MATERIALIZED (
 				SELECT x.*, pg_catalog.row_number() OVER (PARTITION BY x.rule_id ORDER BY x.tord, x.rord)::integer AS k,
@@ -632,7 +633,7 @@ BEGIN
 					   pg_catalog.array_agg(d.agg_id ORDER BY d.k) AS aggs,
 					   -- (not for a batch builder that takes no changes)
 					   pg_catalog.array_agg(@extschema@._change_json(d.change) ORDER BY d.k)
-						   FILTER (WHERE d.rule_n < 4 OR d.rule_id <> ALL (@extschema@._rules_without_changes())) AS chs
+						   FILTER (WHERE d.rule_n < 8 OR d.rule_id <> ALL (@extschema@._rules_without_changes())) AS chs
 				  FROM d GROUP BY d.rule_id),
 			b AS (
 				SELECT g.rule_id, p.ord, p.payload, p.correlation_id

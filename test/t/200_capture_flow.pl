@@ -200,7 +200,7 @@ sub check_batch_builder
 		'same', "$what: batch and per-event inventory.changed builders agree");
 	# the batch dispatcher of every rule runs (an error there would only
 	# show as the slower per-event retry)
-	is(q1($db, q{SELECT count(*) FROM odoo_sync.rule r, (VALUES (1), (4)) AS n(n),
+	is(q1($db, q{SELECT count(*) FROM odoo_sync.rule r, (VALUES (1), (8)) AS n(n),
 			LATERAL (SELECT count(*) FROM odoo_sync._build_payloads(r.id,
 				array_fill(CASE WHEN r.aggregate_type = 'inventory' THEN '17:8' ELSE '1' END, ARRAY[n.n]),
 				array_fill('{}'::jsonb, ARRAY[n.n]))) AS b
@@ -213,13 +213,15 @@ check_batch_builder('odoo', 'fixture');
 # batch form in one query; payloads as the per-event builder makes them
 my $seq0 = q1('odoo', 'SELECT max(seq) FROM odoo_sync.event');
 q1('odoo', q{BEGIN;
+	INSERT INTO product_product (id, product_tmpl_id, default_code, active, weight)
+	SELECT 900000 + g, (SELECT min(id) FROM product_template), 'BURST-' || g, true, 0.5 FROM generate_series(1, 20) g;
 	UPDATE stock_quant SET quantity = quantity + 1 WHERE location_id = 8;
 	INSERT INTO stock_quant (id, product_id, company_id, location_id, quantity, reserved_quantity, in_date)
 	SELECT (SELECT max(id) FROM stock_quant) + row_number() OVER (ORDER BY p.id), p.id, 1, 8, 7, 0, now()
 	  FROM product_product p WHERE NOT EXISTS (SELECT 1 FROM stock_quant q WHERE q.product_id = p.id AND q.location_id = 8);
 	COMMIT});
 my $burst = q1('odoo', q{SELECT count(DISTINCT product_id) FROM stock_quant WHERE location_id = 8});
-ok($burst >= 4, "burst of $burst inventory changes in one transaction");
+ok($burst >= 20, "burst of $burst inventory changes in one transaction");
 ok(poll_for($node, 'odoo', "SELECT count(*) FROM odoo_sync.event WHERE seq > $seq0", $burst, 20),
 	'one inventory.changed event per product');
 is(q1('odoo', qq{SELECT count(*) FROM odoo_sync.event WHERE seq > $seq0
@@ -227,8 +229,8 @@ is(q1('odoo', qq{SELECT count(*) FROM odoo_sync.event WHERE seq > $seq0
 	'burst payloads equal those of the per-event builder');
 check_schemas('odoo', 'burst', "seq > $seq0");
 
-# a custom rule whose builder has a batch form (<name>_batch): used for a
-# batch of 4 events or more, the per-event builder otherwise
+# a custom rule whose builder has a batch form (<name>_batch): used for 8
+# events or more in a batch of 16 or more, the per-event builder otherwise
 q1('odoo', q{CREATE FUNCTION public.quant_note(aggregate_id text, change jsonb) RETURNS jsonb
 	LANGUAGE sql AS $$ SELECT jsonb_build_object('id', aggregate_id, 'via', 'event') $$});
 q1('odoo', q{CREATE FUNCTION public.quant_note_batch(aggregate_ids text[], changes jsonb[])
