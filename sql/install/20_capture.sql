@@ -14,11 +14,15 @@
 --      rule's condition reads the row as `new` and `old` (typed as the
 --      table's row type), `op` ('insert', 'update', 'delete') and `snapshot`;
 --   3. keeps one event per transaction, aggregate and type (the rule with
---      the lowest priority, then the first row, wins), builds its payload
---      with the rule's payload builder (through the generated dispatcher
---      odoo_sync._build_payload) in a subtransaction: a builder that raises
---      sends that event to odoo_sync.capture_error with the reason, and the
---      others go on;
+--      the lowest priority, then the first row, wins) and builds the
+--      payloads set-based: one call per rule of the generated dispatcher
+--      odoo_sync._build_payloads with all the rule's aggregates of the
+--      batch, which runs the builder's batch form (<builder>_batch, one
+--      query for the whole batch) when there is one and the per-event
+--      builder once per event otherwise.  When that raises, the batch is
+--      built again event by event (odoo_sync._build_payload), each in a
+--      subtransaction: a builder that raises sends that event to
+--      odoo_sync.capture_error with the reason, and the others go on;
 --   4. appends the events with their per-aggregate sequence numbers
 --      (odoo_sync._aggregate_seq) and updates the shadow.
 -- Rules are data: odoo_sync.rule, changed through add_rule(), alter_rule(),
@@ -273,6 +277,34 @@ $$;
 COMMENT ON FUNCTION @extschema@._rule_test(@extschema@.rule) IS
 	'Private: PL/pgSQL boolean expression testing one rule against a change.';
 
+-- The batch form of a payload builder: a function of the same schema
+-- named <builder>_batch taking (aggregate_ids text[], changes jsonb[]), or
+-- only (aggregate_ids text[]) when the payload does not depend on the
+-- change, and returning TABLE (ord integer, payload jsonb), where ord is the
+-- position in the arrays and the payload is what the per-event builder
+-- returns for that position (NULL or no row = no event).  The rule engine
+-- calls it once per batch; the per-event builder stays the reference
+-- (small batches, failures, retries).
+CREATE FUNCTION @extschema@._batch_builder(p regprocedure)
+RETURNS regprocedure
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, @extschema@
+AS $$
+	SELECT b.oid::regprocedure
+	  FROM pg_catalog.pg_proc f
+	  JOIN pg_catalog.pg_proc b ON b.pronamespace = f.pronamespace AND b.proname = f.proname || '_batch'
+	 WHERE f.oid = p
+	   AND b.pronargs IN (1, 2)
+	   AND b.proargtypes[0] = 'text[]'::pg_catalog.regtype
+	   AND (b.pronargs = 1 OR b.proargtypes[1] = 'jsonb[]'::pg_catalog.regtype)
+	   AND b.proretset
+	   AND pg_catalog.pg_get_function_result(b.oid) = 'TABLE(ord integer, payload jsonb)'
+	 ORDER BY b.pronargs DESC
+	 LIMIT 1
+$$;
+COMMENT ON FUNCTION @extschema@._batch_builder(regprocedure) IS
+	'Private: the batch form (text[][, jsonb[]]) -> TABLE(ord integer, payload jsonb) of a payload builder, or NULL.';
+
 -- Regenerates the evaluation functions, the payload/correlation dispatchers
 -- and _capture_table from the enabled rules, and bumps the rule version so
 -- that the capture worker decodes with the new table and column lists.
@@ -288,6 +320,9 @@ DECLARE
 	v_fn			text;
 	v_pk			text[];
 	v_version		bigint;
+	v_corr			text;
+	v_one			text;
+	v_no_change		integer[] := '{}';
 BEGIN
 	-- evaluation functions of tables that lost all their rules
 	FOR t IN SELECT ct.eval_fn FROM @extschema@._capture_table ct
@@ -416,6 +451,58 @@ $b$;
 		'RETURNS jsonb LANGUAGE plpgsql AS %L', v_body);
 	PERFORM @extschema@._own_function('@extschema@._build_payload(integer,text,jsonb)');
 
+	-- set-based dispatcher: the payloads (and correlation ids) of all the
+	-- events of one rule in a batch with one call; a builder with a batch
+	-- form (<name>_batch(text[], jsonb[])) runs once per batch (from 8
+	-- events on: below, planning its query costs more than per-event
+	-- calls), the others once per event inside one query.  Arrays are
+	-- unnested, never subscripted (a subscript of a text array walks it
+	-- from the start).
+	v_body := 'BEGIN' || E'\n';
+	FOR r IN SELECT * FROM @extschema@.rule r4 WHERE r4.enabled ORDER BY r4.id
+	LOOP
+		v_corr := CASE WHEN r.correlation_builder IS NOT NULL
+				 THEN pg_catalog.format('%s(b.agg)', @extschema@._qualified_proc(r.correlation_builder))
+				 -- correlation_id() without a function call for ids that are
+				 -- not numbers (its first branch, inlined: inventory ids)
+				 ELSE pg_catalog.format('CASE WHEN b.agg ~ ''^[0-9]{1,9}$'' '
+										'THEN odoo_sync.correlation_id(%1$L, b.agg) ELSE %2$s END',
+										r.aggregate_type,
+										CASE WHEN r.aggregate_type = 'inventory' THEN 'NULL'
+											 ELSE pg_catalog.format('%L || '':'' || b.agg', r.aggregate_type) END) END;
+		v_one := pg_catalog.format(
+			E'\t\tRETURN QUERY SELECT b.ord, b.payload, %s FROM '
+			'(SELECT u.i::integer AS ord, %s(u.agg, u.ch) AS payload, u.agg '
+			'FROM ROWS FROM (pg_catalog.unnest(p_aggs), pg_catalog.unnest(p_changes)) WITH ORDINALITY AS u(agg, ch, i) '
+			'OFFSET 0) AS b WHERE b.payload IS NOT NULL;' || E'\n',	-- (OFFSET 0: one builder call per event)
+			v_corr, @extschema@._qualified_proc(r.payload_builder));
+		IF @extschema@._batch_builder(r.payload_builder) IS NOT NULL THEN
+			IF (SELECT p.pronargs FROM pg_catalog.pg_proc p
+				 WHERE p.oid = @extschema@._batch_builder(r.payload_builder)) = 1 THEN
+				v_no_change := v_no_change || r.id;
+			END IF;
+			v_one := pg_catalog.format(
+				E'\t\tIF pg_catalog.cardinality(p_aggs) >= 8 THEN\n\t\t\tRETURN QUERY SELECT b.ord, b.payload, %s FROM '
+				'(SELECT x.ord, x.payload, u.agg FROM %s AS x '
+				'JOIN pg_catalog.unnest(p_aggs) WITH ORDINALITY AS u(agg, i) ON u.i = x.ord) AS b '
+				'WHERE b.payload IS NOT NULL;' || E'\n\t\t\tRETURN;\n\t\tEND IF;\n',
+				v_corr, @extschema@._qualified_proc(@extschema@._batch_builder(r.payload_builder))
+						|| CASE WHEN r.id = ANY (v_no_change) THEN '(p_aggs)' ELSE '(p_aggs, p_changes)' END) || v_one;
+		END IF;
+		v_body := v_body || pg_catalog.format(E'\tIF p_rule = %s THEN\n%s\t\tRETURN;\n\tEND IF;\n', r.id, v_one);
+	END LOOP;
+	v_body := v_body || E'\tRAISE EXCEPTION ''rule % is not enabled'', p_rule;\nEND';
+	EXECUTE pg_catalog.format(
+		'CREATE OR REPLACE FUNCTION @extschema@._build_payloads(p_rule integer, p_aggs text[], p_changes jsonb[]) '
+		'RETURNS TABLE (ord integer, payload jsonb, correlation_id text) LANGUAGE plpgsql AS %L', v_body);
+	PERFORM @extschema@._own_function('@extschema@._build_payloads(integer,text[],jsonb[])');
+	-- rules whose batch builder takes no changes: _build_events does not
+	-- build them for their batches
+	EXECUTE pg_catalog.format(
+		'CREATE OR REPLACE FUNCTION @extschema@._rules_without_changes() RETURNS integer[] '
+		'LANGUAGE sql STABLE AS %L', pg_catalog.format('SELECT %L::integer[]', v_no_change));
+	PERFORM @extschema@._own_function('@extschema@._rules_without_changes()');
+
 	v_body := 'BEGIN' || E'\n';
 	FOR r IN SELECT * FROM @extschema@.rule r4
 			  WHERE r4.enabled AND r4.correlation_builder IS NOT NULL ORDER BY r4.id
@@ -527,6 +614,37 @@ LANGUAGE plpgsql					-- (not sql: PL/pgSQL keeps the plan)
 SET search_path = pg_catalog, @extschema@
 AS $$
 BEGIN
+	IF NOT p_safe AND pg_catalog.cardinality(p_cands) >= 16 THEN
+		-- set-based: one call of the payload dispatcher per rule (below 16
+		-- events, planning this query costs more than it saves: the steady
+		-- trickle of small batches keeps the per-event query)
+		RETURN ARRAY(
+			WITH d AS MATERIALIZED (
+				SELECT x.*, pg_catalog.row_number() OVER (PARTITION BY x.rule_id ORDER BY x.tord, x.rord)::integer AS k,
+					   pg_catalog.count(*) OVER (PARTITION BY x.rule_id) AS rule_n
+				  FROM (SELECT DISTINCT ON (c.tord, r.event_type, r.aggregate_type, c.agg_id)
+							   c.tord, c.rord, c.agg_id, c.change, r.id AS rule_id, r.priority,
+							   r.event_type, r.aggregate_type, r.lane
+						  FROM pg_catalog.unnest(p_cands) AS c
+						  JOIN @extschema@.rule r ON r.id = c.rule_id
+						 ORDER BY c.tord, r.event_type, r.aggregate_type, c.agg_id, r.priority, c.rord) AS x),
+			g AS (
+				SELECT d.rule_id,
+					   pg_catalog.array_agg(d.agg_id ORDER BY d.k) AS aggs,
+					   -- (not for a batch builder that takes no changes)
+					   pg_catalog.array_agg(@extschema@._change_json(d.change) ORDER BY d.k)
+						   FILTER (WHERE d.rule_n < 8 OR d.rule_id <> ALL (@extschema@._rules_without_changes())) AS chs
+				  FROM d GROUP BY d.rule_id),
+			b AS (
+				SELECT g.rule_id, p.ord, p.payload, p.correlation_id
+				  FROM g CROSS JOIN LATERAL @extschema@._build_payloads(g.rule_id, g.aggs, g.chs) AS p)
+			SELECT ROW(pg_catalog.row_number() OVER (ORDER BY d.tord, d.rord, d.priority, d.rule_id),
+					   d.event_type, d.aggregate_type, d.agg_id, d.lane, b.correlation_id, p_snapshot,
+					   (d.change).commit_lsn, coalesce((d.change).commit_time, pg_catalog.now()),
+					   d.rule_id, b.payload)::@extschema@._pending_event
+			  FROM d JOIN b ON b.rule_id = d.rule_id AND b.ord = d.k
+			 ORDER BY d.tord, d.rord, d.priority, d.rule_id);
+	END IF;
 	RETURN ARRAY(
 		SELECT ROW(pg_catalog.row_number() OVER (ORDER BY b.tord, b.rord, b.priority, b.rule_id),
 				   b.event_type, b.aggregate_type, b.agg_id, b.lane, b.built ->> 'c', p_snapshot,
@@ -556,6 +674,7 @@ SET enable_nestloop = off			-- ev and up are large in a burst
 AS $$
 DECLARE
 	v_n		integer;
+	v_db	text := pg_catalog.current_database();
 BEGIN
 	IF p_events IS NULL OR pg_catalog.cardinality(p_events) = 0 THEN
 		RETURN 0;
@@ -575,7 +694,7 @@ BEGIN
 	INSERT INTO @extschema@.event
 		(id, type, source, aggregate_type, aggregate_id, aggregate_seq, lane,
 		 correlation_id, snapshot, commit_lsn, commit_time, rule_id, payload)
-	SELECT pg_catalog.gen_random_uuid(), ev.type, pg_catalog.current_database(),
+	SELECT pg_catalog.gen_random_uuid(), ev.type, v_db,
 		   ev.aggregate_type, ev.aggregate_id, up.last_seq - ev.cnt + ev.k, ev.lane,
 		   ev.correlation_id, ev.snapshot, ev.commit_lsn, ev.commit_time,
 		   ev.rule_id, ev.payload
@@ -609,19 +728,25 @@ BEGIN
 	-- 1. rows of watched tables, with old values from the shadow and from
 	-- earlier transactions of the batch
 	-- (materialized: otherwise each row drags its whole transaction along)
+	-- (begin lines are read once per transaction, not once per row)
 	WITH tx AS MATERIALIZED (
-		SELECT t.ord::integer AS tord, t.x -> 'b' AS b, t.x -> 'r' AS r
+		SELECT t.ord::integer AS tord, t.x -> 'r' AS r,
+			   t.x #>> '{b,origin}' AS origin,
+			   (t.x #>> '{b,commit-lsn}')::pg_lsn AS commit_lsn,
+			   (t.x #>> '{b,commit-time}')::timestamptz AS commit_time
 		  FROM pg_catalog.jsonb_array_elements(p_batch) WITH ORDINALITY AS t(x, ord)),
 	rw AS MATERIALIZED (
-		SELECT tx.tord, r.ord::integer AS rord, tx.b, r.x AS row,
+		SELECT tx.tord, r.ord::integer AS rord, tx.origin, tx.commit_lsn, tx.commit_time, r.x AS row,
 			   (r.x ->> 'schema') || '.' || (r.x ->> 'table') AS tbl,
 			   r.x ->> 'action' AS action
 		  FROM tx CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(tx.r) WITH ORDINALITY AS r(x, ord)
 		 WHERE r.x ->> 'action' IN ('I', 'U', 'D')),
 	keyed AS (
 		SELECT rw.*, ct.need_shadow,
-			   (SELECT pg_catalog.string_agg(coalesce(rw.row -> 'new', rw.row -> 'key') ->> u.k, ',' ORDER BY u.i)
-				  FROM pg_catalog.unnest(ct.pk) WITH ORDINALITY AS u(k, i)) AS key
+			   CASE WHEN pg_catalog.cardinality(ct.pk) = 1
+					THEN coalesce(rw.row -> 'new', rw.row -> 'key') ->> ct.pk[1]
+					ELSE (SELECT pg_catalog.string_agg(coalesce(rw.row -> 'new', rw.row -> 'key') ->> u.k, ',' ORDER BY u.i)
+							FROM pg_catalog.unnest(ct.pk) WITH ORDINALITY AS u(k, i)) END AS key
 		  FROM rw JOIN @extschema@._capture_table ct ON ct.table_name = rw.tbl),
 	withold AS (
 		SELECT k.*, s.vals AS shadow,
@@ -630,22 +755,29 @@ BEGIN
 		  LEFT JOIN @extschema@.shadow s ON k.need_shadow AND s.table_name = k.tbl AND s.key = k.key
 		WINDOW w AS (PARTITION BY k.tbl, k.key ORDER BY k.tord, k.rord
 					 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)),
+	-- (jsonb concatenations only where they change something: they cost
+	-- microseconds per row)
 	ch AS (
 		SELECT w.*,
 			   CASE WHEN w.action = 'I' AND w.prev IS NULL THEN NULL
-					WHEN w.shadow IS NULL AND w.prev IS NULL THEN NULL
-					ELSE coalesce(w.shadow, '{}') || coalesce(w.prev, '{}') END AS old
+					WHEN w.prev IS NULL THEN w.shadow
+					WHEN w.shadow IS NULL THEN w.prev
+					ELSE w.shadow || w.prev END AS old
 		  FROM withold w)
 	SELECT pg_catalog.array_agg(ROW(ch.tord, ch.rord, ch.tbl,
 				CASE ch.action WHEN 'I' THEN 'insert' WHEN 'U' THEN 'update' ELSE 'delete' END,
 				ch.key,
+				-- the decoded row has every watched column but its
+				-- unchanged TOAST ones: those come from old
 				CASE WHEN ch.action = 'D' THEN coalesce(ch.old, '{}') || coalesce(ch.row -> 'key', '{}')
-					 ELSE coalesce(ch.old, '{}') || coalesce(ch.row -> 'new', '{}') END,
+					 WHEN ch.old IS NULL THEN coalesce(ch.row -> 'new', '{}')
+					 WHEN NOT ch.row ? 'unchanged-toast' AND ch.row ? 'new' THEN ch.row -> 'new'
+					 ELSE ch.old || coalesce(ch.row -> 'new', '{}') END,
 				ch.old,
-				ch.b ->> 'origin',
+				ch.origin,
 				p_snapshot,
-				(ch.b ->> 'commit-lsn')::pg_lsn,
-				(ch.b ->> 'commit-time')::timestamptz)::@extschema@._change
+				ch.commit_lsn,
+				ch.commit_time)::@extschema@._change
 			ORDER BY ch.tord, ch.rord)
 	  INTO v_changes
 	  FROM ch;

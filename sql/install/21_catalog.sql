@@ -296,6 +296,8 @@ DECLARE
 	v_company	integer;
 	v			text;
 BEGIN
+	-- (this first branch is inlined by _rebuild_capture() into the batch
+	-- payload dispatcher _build_payloads: keep them alike)
 	IF aggregate_id !~ '^[0-9]{1,9}$' THEN
 		RETURN CASE WHEN aggregate_type = 'inventory' THEN NULL
 					ELSE aggregate_type || ':' || aggregate_id END;
@@ -648,6 +650,63 @@ END
 $$;
 COMMENT ON FUNCTION @extschema@.payload_inventory(text, jsonb) IS
 	'Payload builder of inventory.changed (docs/schemas/inventory.changed.json).';
+
+-- inventory.changed for a whole batch (the batch form of the builder
+-- above, same payloads): one query, each product and location read once
+CREATE FUNCTION @extschema@.payload_inventory_batch(aggregate_ids text[])
+RETURNS TABLE (ord integer, payload jsonb)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, @extschema@
+AS $$
+BEGIN
+	RETURN QUERY
+	WITH a AS (
+		SELECT u.i::integer AS ord,
+			   pg_catalog.split_part(u.x, ':', 1)::integer AS product,
+			   pg_catalog.split_part(u.x, ':', 2)::integer AS location
+		  FROM pg_catalog.unnest(aggregate_ids) WITH ORDINALITY AS u(x, i)),
+	k AS (
+		SELECT DISTINCT a.product, a.location FROM a),
+	q AS (
+		SELECT k.product, k.location,
+			   coalesce(sum(sq.quantity), 0) AS qty, coalesce(sum(sq.reserved_quantity), 0) AS res,
+			   min(sq.company_id) AS company_id
+		  FROM k LEFT JOIN public.stock_quant sq ON sq.product_id = k.product AND sq.location_id = k.location
+		 GROUP BY k.product, k.location),
+	-- product templates: their name once per template, not per product
+	t AS MATERIALIZED (
+		SELECT pt.id, pt.default_code, pt.weight, @extschema@._name(pt.name) AS name
+		  FROM public.product_template pt
+		 WHERE pt.id IN (SELECT pp.product_tmpl_id FROM public.product_product pp
+						  WHERE pp.id IN (SELECT k.product FROM k))),
+	v AS (
+		SELECT q.product, q.location,
+			   pg_catalog.jsonb_build_object(
+				'product', pg_catalog.jsonb_build_object(
+					'id', pp.id, 'default_code', coalesce(pp.default_code, pt.default_code),
+					'barcode', pp.barcode, 'name', pt.name,
+					'weight', coalesce(pp.weight, pt.weight)),
+				'location', pg_catalog.jsonb_build_object('id', l.id, 'name', coalesce(l.complete_name, l.name)),
+				'quantity', q.qty,
+				'reserved_quantity', q.res,
+				'available_quantity', q.qty - q.res) AS j,
+			   coalesce(q.company_id, l.company_id) AS company_id
+		  FROM q
+		  LEFT JOIN public.stock_location l ON l.id = q.location
+		  LEFT JOIN public.product_product pp ON pp.id = q.product
+		  LEFT JOIN t AS pt ON pt.id = pp.product_tmpl_id),
+	co AS (
+		SELECT c.company_id, @extschema@._company(c.company_id) AS j
+		  FROM (SELECT DISTINCT v.company_id FROM v WHERE v.company_id IS NOT NULL) AS c),
+	p AS (
+		SELECT v.product, v.location, v.j || pg_catalog.jsonb_build_object('company', co.j) AS payload
+		  FROM v LEFT JOIN co ON co.company_id = v.company_id)
+	SELECT a.ord, p.payload
+	  FROM a JOIN p ON p.product = a.product AND p.location = a.location;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.payload_inventory_batch(text[]) IS
+	'Batch form of the inventory.changed payload builder: the payloads of many aggregates (product:location) in one query.';
 
 -- ------------------------------------------------------------------ the rules
 
