@@ -62,6 +62,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -76,6 +77,7 @@ int			odoo_sync_apply_naptime = 10000;
 
 static SPIPlanPtr plan_claim = NULL;
 static SPIPlanPtr plan_apply = NULL;
+static SPIPlanPtr plan_batch = NULL;
 static SPIPlanPtr plan_dead = NULL;
 static SPIPlanPtr plan_cron = NULL;
 static SPIPlanPtr plan_bill = NULL;
@@ -136,6 +138,7 @@ prepare_plans(void)
 {
 	Oid			int4[1] = {INT4OID};
 	Oid			int8[1] = {INT8OID};
+	Oid			int8arr[1] = {INT8ARRAYOID};
 	Oid			dead[4] = {INT8OID, TEXTOID, TEXTOID, TEXTOID};
 	Oid			bill[2] = {INT4OID, INT8OID};
 
@@ -158,6 +161,7 @@ prepare_plans(void)
 						 " ORDER BY p.picking_id, e.event_time, e.id LIMIT $1",
 						 1, int4);
 	plan_apply = prepare("SELECT " ODOO_SYNC_SCHEMA "._apply_event($1)", 1, int8);
+	plan_batch = prepare("SELECT " ODOO_SYNC_SCHEMA "._apply_batch($1)", 1, int8arr);
 	plan_dead = prepare(
 						"UPDATE " ODOO_SYNC_SCHEMA ".inbound SET "
 						" attempts = attempts + 1, "
@@ -251,6 +255,57 @@ record_failure(int64 id, ErrorData *e)
 }
 
 /*
+ * The fast path: the whole claimed batch through odoo_sync._apply_batch() in
+ * one subtransaction (built-in handlers only; milestones are applied in
+ * memory, history and state changes are written per batch, billing rules
+ * evaluated per picking).  Returns false when the batch must go the
+ * per-event way instead: it has an event with a custom handler, or
+ * something in it failed (then nothing of it is left, and the per-event path
+ * isolates the failing event, which goes dead with its reason while the
+ * others are applied once).
+ */
+static bool
+apply_batch_at_once(int64 *ids, int n, int *queued)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * n);
+	Datum		arg;
+	int32		result = 0;
+	ErrorData  *e = NULL;
+	int			nestlevel;
+	bool		ok;
+
+	for (int i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(ids[i]);
+	arg = PointerGetDatum(construct_array(elems, n, INT8OID, sizeof(int64),
+										  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	/*
+	 * Index scans, as for the claim: the batch's statements look events up
+	 * by id in a table whose statistics may be those of an empty queue.  The
+	 * worker runs without JIT, so the inflated cost where no index exists
+	 * costs nothing more.
+	 */
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	ok = run_in_subxact(plan_batch, &arg, &result, &e);
+	AtEOXact_GUC(true, nestlevel);
+	if (!ok)
+	{
+		ereport(LOG,
+				(errmsg("odoo_sync apply: batch of %d inbound events failed as a whole, applying them one by one: %s",
+						n, e->message ? e->message : "unknown error")));
+		FreeErrorData(e);
+		return false;
+	}
+	if (result < 0)
+		return false;			/* a custom handler: per event */
+	*queued += result;
+	return true;
+}
+
+/*
  * Applies one batch in one transaction.  Returns the number of events
  * claimed, or -1 when the batch must be run again at once; *present is false
  * when the extension is gone, *wake_cron true when Odoo's cron runner should
@@ -264,6 +319,7 @@ apply_batch(bool *present, bool *wake_cron)
 	int64	   *ids;
 	int32	   *picks;
 	int64		last_applied = 0;
+	int			n_fast = 0;
 	int			nestlevel;
 	Datum		arg;
 	int			ret;
@@ -328,8 +384,12 @@ apply_batch(bool *present, bool *wake_cron)
 	}
 
 	if (n > 0)
+	{
 		pgstat_report_activity(STATE_RUNNING, "odoo_sync apply: applying inbound events");
-	for (int i = 0; i < n; i++)
+		if (apply_batch_at_once(ids, n, &queued))
+			n_fast = n;
+	}
+	for (int i = n_fast; i < n; i++)
 	{
 		ErrorData  *e = NULL;
 		int32		nq = 0;
