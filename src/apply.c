@@ -73,6 +73,7 @@
 #include "inbound.h"
 
 int			odoo_sync_apply_batch_size = 64;
+static int	apply_fast_batch_size = 512;
 int			odoo_sync_apply_naptime = 10000;
 
 static SPIPlanPtr plan_claim = NULL;
@@ -104,6 +105,17 @@ odoo_sync_apply_define_gucs(void)
 							"snapshots become slower.",
 							&odoo_sync_apply_batch_size,
 							64, 1, 100000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("odoo_sync.apply_fast_batch_size",
+							"Most inbound events the apply worker claims for one "
+							"transaction of the batch fast path.",
+							"A batch of events with built-in handlers is applied "
+							"at once in one subtransaction; when it needs the "
+							"per-event path, only odoo_sync.apply_batch_size "
+							"events of it are applied in that transaction.",
+							&apply_fast_batch_size,
+							512, 1, 100000,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("odoo_sync.apply_naptime",
@@ -345,7 +357,7 @@ apply_batch(bool *present, bool *wake_cron)
 	 * sequential scans, which a cached plan then keeps while the queue grows
 	 * (every claim reading the whole table).
 	 */
-	arg = Int32GetDatum(odoo_sync_apply_batch_size);
+	arg = Int32GetDatum(Max(odoo_sync_apply_batch_size, apply_fast_batch_size));
 	nestlevel = NewGUCNestLevel();
 	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
@@ -388,6 +400,15 @@ apply_batch(bool *present, bool *wake_cron)
 		pgstat_report_activity(STATE_RUNNING, "odoo_sync apply: applying inbound events");
 		if (apply_batch_at_once(ids, n, &queued))
 			n_fast = n;
+		else if (n > odoo_sync_apply_batch_size)
+		{
+			/*
+			 * One subtransaction per event from here: no more than
+			 * apply_batch_size of them (the rest stay accepted for the next
+			 * turn, in the same order).
+			 */
+			n = odoo_sync_apply_batch_size;
+		}
 	}
 	for (int i = n_fast; i < n; i++)
 	{
