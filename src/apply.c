@@ -7,20 +7,31 @@
  * claims a batch of accepted events from odoo_sync.inbound and applies them
  * in one short transaction:
  *
- *	- a batch (odoo_sync.apply_batch_size, 64: one subtransaction per event,
- *	  and 64 is what PGPROC caches before snapshots of every session
- *	  overflow to pg_subtrans) is chosen by shipment: the pickings of the oldest accepted
- *	  events, then all their accepted events in (event_time, id) order, so
- *	  a shipment's pending events are applied in their own time order even
- *	  when they arrived out of order;
- *	- each event runs in its own subtransaction through
- *	  odoo_sync._apply_event(id), which calls the type's handler procedure,
- *	  writes the shipment history and sets the event to applied; after the
- *	  last event of a picking in the batch, its billing rules are evaluated
- *	  once, on the final state (in a subtransaction of their own).  An error rolls back that event only and sets it to
- *	  dead with its SQLSTATE and message; other events (and shipments) go on.
- *	  A serialization failure or deadlock leaves the event accepted for the
- *	  next batch (up to 5 attempts);
+ *	- a batch (odoo_sync.apply_fast_batch_size, 512) is chosen by shipment:
+ *	  the pickings of the oldest accepted events, then all their accepted
+ *	  events in (event_time, id) order, so a shipment's pending events are
+ *	  applied in their own time order even when they arrived out of order.
+ *	  The claim reads the partial indexes of pending events directly (no
+ *	  plan that statistics of an empty queue could spoil);
+ *	- fast path: when every event of the batch has a built-in handler, the
+ *	  whole batch runs in one subtransaction through
+ *	  odoo_sync._apply_batch(ids): milestones through the same state machine
+ *	  in memory, the other built-in handlers as they are, shipment rows,
+ *	  history and the state change written once per batch, billing rules
+ *	  once per picking on its final state;
+ *	- per-event path: when the batch has a custom handler, or anything of
+ *	  the fast path failed (then nothing of it is left), at most
+ *	  odoo_sync.apply_batch_size (64: one subtransaction per event, and 64 is
+ *	  what PGPROC caches before snapshots of every session overflow to
+ *	  pg_subtrans) events of the batch are applied, each in its own
+ *	  subtransaction through odoo_sync._apply_event(id), which calls the
+ *	  type's handler procedure, writes the shipment history and sets the
+ *	  event to applied; after the last event of a picking in the batch, its
+ *	  billing rules are evaluated once, on the final state (in a
+ *	  subtransaction of their own).  An error rolls back that event only and
+ *	  sets it to dead with its SQLSTATE and message; other events (and
+ *	  shipments) go on.  A serialization failure or deadlock leaves the event
+ *	  accepted for the next batch (up to 5 attempts);
  *	- the state change to applied commits with the handler's effects, so a
  *	  crash at any point either applied the whole batch or nothing of it:
  *	  nothing is lost and nothing is applied twice.  There is only one apply
