@@ -831,7 +831,7 @@ SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
 	v_evs inbound[];
-	v_calls text[];
+	v_codes integer[];		-- per event: 1 milestone, 2 pod, 3 charge, 4 route, 5 weight
 	v_picks integer[];
 	v_rows shipment[];
 	v_dirty boolean[];
@@ -839,15 +839,14 @@ DECLARE
 	ev inbound;
 	s shipment;
 	k integer := 0;			-- position of the current picking in v_picks
+	j integer := 0;			-- position of the current event in v_evs
 	d jsonb;
-	v_call text;
+	v_code integer;
 	v_status text;
 	v_before text;
 	v_note text;
 	v_ids bigint[] := '{}';
-	v_befores text[] := '{}';
-	v_afters text[] := '{}';
-	v_effects text[] := '{}';
+	v_hist shipment_history[] := '{}';
 	v_charges bigint[] := '{}';
 	v_queued integer := 0;
 	r record;
@@ -855,8 +854,15 @@ BEGIN
 	-- the batch's accepted events in the given order, with their handlers
 	-- (by primary key, one lookup per id: statistics of a nearly empty queue
 	-- would otherwise have every accepted row read)
-	SELECT array_agg(i ORDER BY u.n), array_agg(h.call_sql ORDER BY u.n)
-	  INTO v_evs, v_calls
+	SELECT array_agg(i ORDER BY u.n),
+		   array_agg(CASE h.call_sql
+						WHEN 'CALL @extschema@.handle_milestone($1)' THEN 1
+						WHEN 'CALL @extschema@.handle_pod($1)' THEN 2
+						WHEN 'CALL @extschema@.handle_charge($1)' THEN 3
+						WHEN 'CALL @extschema@.handle_route_assigned($1)' THEN 4
+						WHEN 'CALL @extschema@.handle_weight_confirmed($1)' THEN 5
+						ELSE 0 END ORDER BY u.n)
+	  INTO v_evs, v_codes
 	  FROM unnest(p_ids) WITH ORDINALITY u(id, n)
 	  CROSS JOIN LATERAL (SELECT * FROM inbound x WHERE x.id = u.id OFFSET 0) i
 	  LEFT JOIN handler h ON h.type = i.type
@@ -865,11 +871,7 @@ BEGIN
 		RETURN 0;
 	END IF;
 	-- only the built-in handlers: anything else takes the per-event path
-	IF EXISTS (SELECT 1 FROM unnest(v_calls) c
-				WHERE c IS NULL OR c NOT IN (
-					'CALL @extschema@.handle_milestone($1)', 'CALL @extschema@.handle_pod($1)',
-					'CALL @extschema@.handle_charge($1)', 'CALL @extschema@.handle_route_assigned($1)',
-					'CALL @extschema@.handle_weight_confirmed($1)')) THEN
+	IF 0 = ANY (v_codes) THEN
 		RETURN -1;
 	END IF;
 
@@ -892,9 +894,10 @@ BEGIN
 	v_dirty := array_fill(false, ARRAY[pg_catalog.cardinality(v_picks)]);
 	v_lasts := array_fill(NULL::bigint, ARRAY[pg_catalog.cardinality(v_picks)]);
 
-	FOR j IN 1 .. pg_catalog.cardinality(v_evs) LOOP
-		ev := v_evs[j];
-		v_call := v_calls[j];
+	-- (FOREACH walks the array once; v_evs[j] would seek from its start)
+	FOREACH ev IN ARRAY v_evs LOOP
+		j := j + 1;
+		v_code := v_codes[j];
 		IF k = 0 OR v_picks[k] <> ev.picking_id THEN
 			IF k > 0 THEN
 				v_rows[k] := s;
@@ -905,7 +908,7 @@ BEGIN
 		v_before := s.status;
 		v_note := NULL;
 
-		IF v_call = 'CALL @extschema@.handle_milestone($1)' THEN
+		IF v_code = 1 THEN
 			-- handle_milestone() on the row in memory: the same decisions
 			-- and notes, written once per batch
 			d := ev.data;
@@ -971,13 +974,13 @@ BEGIN
 				v_dirty[k] := false;
 			END IF;
 			PERFORM pg_catalog.set_config('odoo_sync_apply.note', '', true);
-			CASE v_call
-				WHEN 'CALL @extschema@.handle_pod($1)' THEN CALL handle_pod(ev);
-				WHEN 'CALL @extschema@.handle_charge($1)' THEN CALL handle_charge(ev);
-				WHEN 'CALL @extschema@.handle_route_assigned($1)' THEN CALL handle_route_assigned(ev);
-				WHEN 'CALL @extschema@.handle_weight_confirmed($1)' THEN CALL handle_weight_confirmed(ev);
+			CASE v_code
+				WHEN 2 THEN CALL handle_pod(ev);
+				WHEN 3 THEN CALL handle_charge(ev);
+				WHEN 4 THEN CALL handle_route_assigned(ev);
+				WHEN 5 THEN CALL handle_weight_confirmed(ev);
 			END CASE;
-			IF v_call = 'CALL @extschema@.handle_charge($1)' THEN
+			IF v_code = 3 THEN
 				v_charges := array_append(v_charges, ev.id);
 			END IF;
 			v_note := NULLIF(pg_catalog.current_setting('odoo_sync_apply.note', true), '');
@@ -989,11 +992,11 @@ BEGIN
 			v_dirty[k] := true;
 		END IF;
 		v_ids := array_append(v_ids, ev.id);
-		v_befores := array_append(v_befores, v_before);
-		v_afters := array_append(v_afters, s.status);
-		v_effects := array_append(v_effects,
+		v_hist := array_append(v_hist, ROW(NULL, ev.picking_id, ev.id, ev.type, ev.event_time,
+			v_before, s.status,
 			COALESCE(v_note, CASE WHEN v_before IS DISTINCT FROM s.status
-								  THEN 'status changed' ELSE 'applied' END));
+								  THEN 'status changed' ELSE 'applied' END),
+			ev.data, NULL)::shipment_history);
 		v_lasts[k] := ev.id;
 	END LOOP;
 	v_rows[k] := s;
@@ -1009,11 +1012,10 @@ BEGIN
 
 	INSERT INTO shipment_history (picking_id, inbound_id, type, event_time,
 								  status_before, status_after, effect, data)
-	SELECT u.picking_id, u.id, u.type, u.event_time, v_befores[u.ordinality::integer],
-		   v_afters[u.ordinality::integer], v_effects[u.ordinality::integer], u.data
-	  FROM unnest(v_evs) WITH ORDINALITY u
-	 WHERE u.id = ANY (v_ids)
-	 ORDER BY u.ordinality;
+	SELECT h.picking_id, h.inbound_id, h.type, h.event_time, h.status_before,
+		   h.status_after, h.effect, h.data
+	  FROM unnest(v_hist) WITH ORDINALITY h
+	 ORDER BY h.ordinality;
 	UPDATE inbound SET state = 'applied', applied_at = pg_catalog.clock_timestamp(),
 		   attempts = attempts + 1
 	 WHERE id = ANY (v_ids);
