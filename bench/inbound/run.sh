@@ -12,8 +12,9 @@
 #
 # The events are shipment.milestone events spread over PICKINGS pickings of
 # the minimal Odoo-shaped schema (test/inbound/odoo_min.sql). CLIENTS pgbench
-# clients (default 2, the number of cores here). APPLY_BATCH=N sets
-# odoo_sync.apply_batch_size, BENCH_DEBUG=1 prints phase timings. The last
+# clients (default 2, the number of cores here). APPLY_FAST_BATCH=N sets
+# odoo_sync.apply_fast_batch_size, APPLY_BATCH=N odoo_sync.apply_batch_size,
+# BENCH_DEBUG=1 prints phase timings. The last
 # two lines are
 #   apply_events_per_s_batched=N
 #   latency_p99_ms=X
@@ -28,6 +29,7 @@ BATCHES=${BATCHES:-300}
 LAT_RATE=${LAT_RATE:-500}
 LAT_SECONDS=${LAT_SECONDS:-10}
 APPLY_BATCH=${APPLY_BATCH:-}		# odoo_sync.apply_batch_size, default: the extension's
+APPLY_FAST_BATCH=${APPLY_FAST_BATCH:-}	# odoo_sync.apply_fast_batch_size, default: the extension's
 
 make_tmp_install >/dev/null
 scratch=$(mktemp -d /tmp/odoo_sync_bench_inbound.XXXXXX)
@@ -40,7 +42,8 @@ cleanup() {
 trap cleanup EXIT
 EXTRA_CONF="odoo_sync.apply_naptime = 1s
 log_min_messages = warning${APPLY_BATCH:+
-odoo_sync.apply_batch_size = $APPLY_BATCH}" start_cluster "$scratch/pg" "$port"
+odoo_sync.apply_batch_size = $APPLY_BATCH}${APPLY_FAST_BATCH:+
+odoo_sync.apply_fast_batch_size = $APPLY_FAST_BATCH}" start_cluster "$scratch/pg" "$port"
 
 psql_() { as_pg psql -X -q -h 127.0.0.1 -p "$port" -U postgres -d bench -v ON_ERROR_STOP=1 "$@"; }
 val() { psql_ -Atc "$1"; }
@@ -105,7 +108,7 @@ set_enabled() {
 	psql_ -c "ALTER SYSTEM SET odoo_sync.enabled = $1" -c 'SELECT pg_reload_conf()' >/dev/null
 }
 
-echo "odoo_sync inbound benchmark: $CLIENTS clients, $PICKINGS pickings, apply batch $(val 'SHOW odoo_sync.apply_batch_size'), PostgreSQL $(val 'SHOW server_version'), $(nproc) cores"
+echo "odoo_sync inbound benchmark: $CLIENTS clients, $PICKINGS pickings, apply batch $(val 'SHOW odoo_sync.apply_fast_batch_size') (per-event path $(val 'SHOW odoo_sync.apply_batch_size')), PostgreSQL $(val 'SHOW server_version'), $(nproc) cores"
 
 # warm-up (plans, caches)
 pgbench_run ingest1.sql 200 >/dev/null

@@ -765,6 +765,291 @@ COMMENT ON FUNCTION @extschema@._apply_event(bigint) IS
 	'Private: applies one accepted inbound event (handler, history, state applied); called by the apply worker in a subtransaction, which then evaluates the billing rules once per picking. Returns the number of ERP actions the handler queued.';
 REVOKE ALL ON FUNCTION @extschema@._apply_event(bigint) FROM PUBLIC;
 
+------------------------------------------------------------------ apply, set-based fast path
+
+-- Writes back the columns the milestone machine of _apply_batch keeps in memory.
+CREATE FUNCTION @extschema@._shipment_put(s @extschema@.shipment)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@
+AS $$
+BEGIN
+	-- PL/pgSQL, not SQL: its plan is cached for the session
+	UPDATE shipment
+	   SET status = s.status, status_time = s.status_time, delayed = s.delayed,
+		   eta = s.eta, last_location = s.last_location, location_time = s.location_time,
+		   open_exception = s.open_exception, delivered_at = s.delivered_at,
+		   correlation_id = s.correlation_id, updated_at = s.updated_at,
+		   last_inbound_id = s.last_inbound_id
+	 WHERE picking_id = s.picking_id;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._shipment_put(@extschema@.shipment) IS
+	'Private: stores the shipment row the batch apply kept in memory (milestone columns, correlation id).';
+
+-- shipment_state() for many pickings in one query (the same document; the
+-- batch apply uses it to find the pickings whose billing rules may hold).
+CREATE FUNCTION @extschema@._shipment_states(p_pickings integer[])
+RETURNS TABLE (picking_id integer, state jsonb)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, @extschema@
+AS $$
+BEGIN
+	RETURN QUERY
+	SELECT s.picking_id, jsonb_build_object(
+		'picking_id', s.picking_id, 'picking_name', s.picking_name,
+		'picking_state', pk.state, 'sale_order_id', COALESCE(pk.sale_id, s.sale_order_id),
+		'status', s.status, 'delayed', s.delayed, 'eta', s.eta,
+		'open_exception', s.open_exception, 'route', s.route,
+		'tracking_ref', s.tracking_ref, 'pod', s.pod,
+		'delivered_at', s.delivered_at, 'fully_delivered', s.fully_delivered,
+		'lines', COALESCE(l.lines, '[]'), 'weight', s.weight, 'weight_uom', s.weight_uom,
+		'charges', s.charges,
+		'charges_total', (SELECT COALESCE(sum((c->>'amount')::numeric), 0)
+							FROM jsonb_array_elements(s.charges) c))
+	  FROM shipment s
+	  LEFT JOIN public.stock_picking pk ON pk.id = s.picking_id
+	  LEFT JOIN LATERAL (
+		SELECT jsonb_agg(jsonb_build_object(
+				'move_id', m.id, 'product_id', m.product_id,
+				'ordered', m.product_uom_qty,
+				'delivered', (SELECT sum((pl->>'quantity')::numeric)
+								FROM jsonb_array_elements(s.pod->'lines') pl
+							   WHERE (pl->>'move_id')::integer = m.id))
+				ORDER BY m.id) AS lines
+		  FROM public.stock_move m
+		 WHERE s.pod IS NOT NULL
+		   AND m.picking_id = s.picking_id AND COALESCE(m.state, '') <> 'cancel') l ON true
+	 WHERE s.picking_id = ANY (p_pickings);
+END
+$$;
+COMMENT ON FUNCTION @extschema@._shipment_states(integer[]) IS
+	'Private: shipment_state() of several pickings in one query.';
+
+CREATE FUNCTION @extschema@._apply_batch(p_ids bigint[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@
+-- array parameters make the plan cache try custom plans, replanned per batch
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+	v_evs inbound[];
+	v_codes integer[];		-- per event: 1 milestone, 2 pod, 3 charge, 4 route, 5 weight
+	v_picks integer[];
+	v_rows shipment[];
+	v_dirty boolean[];
+	v_lasts bigint[];
+	ev inbound;
+	s shipment;
+	k integer := 0;			-- position of the current picking in v_picks
+	j integer := 0;			-- position of the current event in v_evs
+	d jsonb;
+	v_code integer;
+	v_status text;
+	v_before text;
+	v_note text;
+	v_ids bigint[] := '{}';
+	v_hist shipment_history[] := '{}';
+	v_charges bigint[] := '{}';
+	v_queued integer := 0;
+	r record;
+BEGIN
+	-- the batch's accepted events in the given order, with their handlers
+	-- (by primary key, one lookup per id: statistics of a nearly empty queue
+	-- would otherwise have every accepted row read)
+	SELECT array_agg(i ORDER BY u.n),
+		   array_agg(CASE h.call_sql
+						WHEN 'CALL @extschema@.handle_milestone($1)' THEN 1
+						WHEN 'CALL @extschema@.handle_pod($1)' THEN 2
+						WHEN 'CALL @extschema@.handle_charge($1)' THEN 3
+						WHEN 'CALL @extschema@.handle_route_assigned($1)' THEN 4
+						WHEN 'CALL @extschema@.handle_weight_confirmed($1)' THEN 5
+						ELSE 0 END ORDER BY u.n)
+	  INTO v_evs, v_codes
+	  FROM unnest(p_ids) WITH ORDINALITY u(id, n)
+	  CROSS JOIN LATERAL (SELECT * FROM inbound x WHERE x.id = u.id OFFSET 0) i
+	  LEFT JOIN handler h ON h.type = i.type
+	 WHERE i.state = 'accepted';
+	IF v_evs IS NULL THEN
+		RETURN 0;
+	END IF;
+	-- only the built-in handlers: anything else takes the per-event path
+	IF 0 = ANY (v_codes) THEN
+		RETURN -1;
+	END IF;
+
+	-- the shipment rows of the batch's pickings, created where missing
+	-- (as _shipment_ensure, with the correlation id of the picking's first event)
+	SELECT array_agg(x.p ORDER BY x.n) INTO v_picks
+	  FROM (SELECT e.picking_id AS p, min(e.ordinality) AS n
+			  FROM unnest(v_evs) WITH ORDINALITY e
+			 GROUP BY e.picking_id) x;
+	INSERT INTO shipment (picking_id, picking_name, sale_order_id, correlation_id)
+	SELECT DISTINCT ON (e.picking_id) e.picking_id, p.name, p.sale_id, e.correlation_id
+	  FROM unnest(v_evs) WITH ORDINALITY e
+	  LEFT JOIN public.stock_picking p ON p.id = e.picking_id
+	 WHERE NOT EXISTS (SELECT 1 FROM shipment x WHERE x.picking_id = e.picking_id)
+	 ORDER BY e.picking_id, e.ordinality
+	ON CONFLICT (picking_id) DO NOTHING;
+	SELECT array_agg(sh ORDER BY x.n) INTO v_rows
+	  FROM unnest(v_picks) WITH ORDINALITY x(p, n)
+	  JOIN shipment sh ON sh.picking_id = x.p;
+	v_dirty := array_fill(false, ARRAY[pg_catalog.cardinality(v_picks)]);
+	v_lasts := array_fill(NULL::bigint, ARRAY[pg_catalog.cardinality(v_picks)]);
+
+	-- (FOREACH walks the array once; v_evs[j] would seek from its start)
+	FOREACH ev IN ARRAY v_evs LOOP
+		j := j + 1;
+		v_code := v_codes[j];
+		IF k = 0 OR v_picks[k] <> ev.picking_id THEN
+			IF k > 0 THEN
+				v_rows[k] := s;
+			END IF;
+			k := array_position(v_picks, ev.picking_id);
+			s := v_rows[k];
+		END IF;
+		v_before := s.status;
+		v_note := NULL;
+
+		IF v_code = 1 THEN
+			-- handle_milestone() on the row in memory: the same decisions
+			-- and notes, written once per batch
+			d := ev.data;
+			v_status := d->>'status';
+			IF s.location_time IS NULL OR ev.event_time >= s.location_time THEN
+				s.last_location := COALESCE(d->'location', s.last_location);
+				s.location_time := ev.event_time;
+				s.eta := COALESCE((d->>'eta')::timestamptz, s.eta);
+				s.updated_at := pg_catalog.now();
+				s.last_inbound_id := ev.id;
+				v_dirty[k] := true;
+			END IF;
+			IF v_status = 'delayed' THEN
+				IF s.status IS DISTINCT FROM 'delivered' AND s.status IS DISTINCT FROM 'returned' THEN
+					s.delayed := true;
+					s.updated_at := pg_catalog.now();
+					s.last_inbound_id := ev.id;
+					v_dirty[k] := true;
+					v_note := 'delayed';
+				ELSE
+					v_note := 'kept in history: delay reported after delivery';
+				END IF;
+			ELSIF v_status = 'exception' THEN
+				IF s.delivered_at IS NOT NULL AND ev.event_time <= s.delivered_at THEN
+					v_note := 'kept in history: exception before delivery';
+				ELSE
+					s.open_exception := jsonb_build_object(
+						'code', d->>'exception_code', 'text', d->>'exception_text',
+						'status', v_status, 'time', ev.event_time, 'inbound_id', ev.id);
+					s.updated_at := pg_catalog.now();
+					s.last_inbound_id := ev.id;
+					v_dirty[k] := true;
+					v_note := 'exception opened';
+				END IF;
+			ELSIF _status_rank(v_status) > _status_rank(s.status) THEN
+				v_note := 'status ' || COALESCE(s.status, 'none') || ' -> ' || v_status;
+				IF v_status IN ('delivered', 'returned') THEN
+					s.delayed := false;
+					IF (s.open_exception->>'time')::timestamptz <= ev.event_time THEN
+						s.open_exception := NULL;
+					END IF;
+					IF v_status = 'delivered' THEN
+						s.delivered_at := COALESCE(s.delivered_at, ev.event_time);
+					END IF;
+				ELSIF v_status = 'failed_delivery' THEN
+					s.open_exception := jsonb_build_object(
+						'code', d->>'exception_code', 'text', d->>'exception_text',
+						'status', v_status, 'time', ev.event_time, 'inbound_id', ev.id);
+				END IF;
+				s.status := v_status;
+				s.status_time := ev.event_time;
+				s.updated_at := pg_catalog.now();
+				s.last_inbound_id := ev.id;
+				v_dirty[k] := true;
+			ELSE
+				v_note := 'kept in history: ' || v_status || ' does not move status '
+						  || COALESCE(s.status, 'none') || ' back';
+			END IF;
+		ELSE
+			-- the other built-in handlers run as they are, on the stored row
+			IF v_dirty[k] THEN
+				PERFORM _shipment_put(s);
+				v_dirty[k] := false;
+			END IF;
+			PERFORM pg_catalog.set_config('odoo_sync_apply.note', '', true);
+			CASE v_code
+				WHEN 2 THEN CALL handle_pod(ev);
+				WHEN 3 THEN CALL handle_charge(ev);
+				WHEN 4 THEN CALL handle_route_assigned(ev);
+				WHEN 5 THEN CALL handle_weight_confirmed(ev);
+			END CASE;
+			IF v_code = 3 THEN
+				v_charges := array_append(v_charges, ev.id);
+			END IF;
+			v_note := NULLIF(pg_catalog.current_setting('odoo_sync_apply.note', true), '');
+			SELECT * INTO s FROM shipment WHERE picking_id = ev.picking_id;
+		END IF;
+
+		IF ev.correlation_id IS NOT NULL AND s.correlation_id IS NULL THEN
+			s.correlation_id := ev.correlation_id;
+			v_dirty[k] := true;
+		END IF;
+		v_ids := array_append(v_ids, ev.id);
+		v_hist := array_append(v_hist, ROW(NULL, ev.picking_id, ev.id, ev.type, ev.event_time,
+			v_before, s.status,
+			COALESCE(v_note, CASE WHEN v_before IS DISTINCT FROM s.status
+								  THEN 'status changed' ELSE 'applied' END),
+			ev.data, NULL)::shipment_history);
+		v_lasts[k] := ev.id;
+	END LOOP;
+	v_rows[k] := s;
+
+	UPDATE shipment sh
+	   SET status = u.status, status_time = u.status_time, delayed = u.delayed,
+		   eta = u.eta, last_location = u.last_location, location_time = u.location_time,
+		   open_exception = u.open_exception, delivered_at = u.delivered_at,
+		   correlation_id = u.correlation_id, updated_at = u.updated_at,
+		   last_inbound_id = u.last_inbound_id
+	  FROM unnest(v_rows) WITH ORDINALITY u
+	 WHERE v_dirty[u.ordinality::integer] AND sh.picking_id = u.picking_id;
+
+	INSERT INTO shipment_history (picking_id, inbound_id, type, event_time,
+								  status_before, status_after, effect, data)
+	SELECT h.picking_id, h.inbound_id, h.type, h.event_time, h.status_before,
+		   h.status_after, h.effect, h.data
+	  FROM unnest(v_hist) WITH ORDINALITY h
+	 ORDER BY h.ordinality;
+	UPDATE inbound SET state = 'applied', applied_at = pg_catalog.clock_timestamp(),
+		   attempts = attempts + 1
+	 WHERE id = ANY (v_ids);
+	IF pg_catalog.cardinality(v_charges) > 0 THEN
+		SELECT count(*) INTO v_queued FROM erp_action WHERE inbound_id = ANY (v_charges);
+	END IF;
+
+	-- billing rules once per picking, on its final state; only where a rule
+	-- whose action is not queued yet holds (_evaluate_billing queues nothing
+	-- elsewhere), and then by _evaluate_billing itself
+	IF EXISTS (SELECT 1 FROM billing_rule b WHERE b.enabled) THEN
+		FOR r IN SELECT x.p, x.last, (v_rows[x.n::integer]).correlation_id AS correlation_id
+				   FROM unnest(v_picks, v_lasts) WITH ORDINALITY x(p, last, n)
+				   JOIN _shipment_states(v_picks) st ON st.picking_id = x.p
+				  WHERE EXISTS (SELECT 1 FROM billing_rule b
+								 WHERE b.enabled
+								   AND jsonb_path_match(st.state, b.condition, b.vars, true) IS TRUE
+								   AND NOT EXISTS (SELECT 1 FROM erp_action a
+													WHERE a.idempotency_key = b.action || ':' || x.p))
+				  ORDER BY x.n LOOP
+			v_queued := v_queued + _evaluate_billing(r.p, r.last, r.correlation_id);
+		END LOOP;
+	END IF;
+	RETURN v_queued;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._apply_batch(bigint[]) IS
+	'Private: applies a claimed batch of inbound events with built-in handlers at once (milestones in memory, one history insert and one state update for the batch, billing rules per picking); returns the number of ERP actions queued, or -1 when an event needs a custom handler. The apply worker runs it in one subtransaction and falls back to _apply_event per event when it fails.';
+REVOKE ALL ON FUNCTION @extschema@._apply_batch(bigint[]) FROM PUBLIC;
+
 -- Inserts an ir_cron_trigger row for the addon's cron job when the addon is
 -- installed; returns whether a NOTIFY cron_trigger should follow.
 CREATE FUNCTION @extschema@._cron_trigger()
@@ -881,6 +1166,8 @@ REVOKE ALL ON FUNCTION @extschema@._shipment_ensure(integer, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._note(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._action_payload(text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._evaluate_billing(integer, bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._shipment_put(@extschema@.shipment) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._shipment_states(integer[]) FROM PUBLIC;
 REVOKE ALL ON PROCEDURE @extschema@.handle_route_assigned(@extschema@.inbound) FROM PUBLIC;
 REVOKE ALL ON PROCEDURE @extschema@.handle_milestone(@extschema@.inbound) FROM PUBLIC;
 REVOKE ALL ON PROCEDURE @extschema@.handle_pod(@extschema@.inbound) FROM PUBLIC;
