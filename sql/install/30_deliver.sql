@@ -255,6 +255,8 @@ END
 $$;
 COMMENT ON FUNCTION @extschema@._fan_out() IS
 	'Private: creates the deliveries of new events for every matching enabled subscription, in the inserting transaction, and wakes the deliver worker at commit.';
+-- a trigger needs no EXECUTE grant to fire; nobody is to call it otherwise
+REVOKE ALL ON FUNCTION @extschema@._fan_out() FROM PUBLIC;
 
 CREATE TRIGGER event_fan_out
 	AFTER INSERT ON @extschema@.event
