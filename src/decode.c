@@ -129,6 +129,7 @@ typedef struct RelInfo
 	char	   *header;			/* ,"schema":"...","table":"..." */
 	TupleDesc	desc;
 	int			natts;
+	TupleDesc	emit_desc;		/* desc cut after the last emitted column */
 	ColInfo    *cols;
 	int			nkeys;
 	AttrNumber *keys;			/* 0-based attribute numbers */
@@ -708,6 +709,16 @@ build_relinfo(DecodeData *data, Relation relation)
 		getTypeOutputInfo(att->atttypid, &outfunc, &col->varlena);
 		fmgr_info_cxt(outfunc, &col->out, relcache_context);
 	}
+	/*
+	 * Formatting deforms a tuple only up to its last emitted column: with a
+	 * column list, the long tail of an Odoo table is never touched.
+	 */
+	info->emit_desc = CreateTupleDescCopy(info->desc);
+	info->emit_desc->natts = 0;
+	for (int i = 0; i < info->natts; i++)
+		if (info->cols[i].name != NULL && info->cols[i].emit)
+			info->emit_desc->natts = i + 1;
+
 	info->int_key = info->nkeys == 1 &&
 		info->cols[info->keys[0]].kind == COL_INT &&
 		TupleDescAttr(info->desc, info->keys[0])->attbyval;
@@ -763,6 +774,8 @@ free_retired(void)
 		/* the small strings stay until the cache context goes; rare */
 		if (retired->desc)
 			FreeTupleDesc(retired->desc);
+		if (retired->emit_desc)
+			FreeTupleDesc(retired->emit_desc);
 		pfree(retired);
 		retired = next;
 	}
@@ -1025,9 +1038,9 @@ append_tuple(DecodeData *data, StringInfo out, RelInfo *rel, HeapTuple tuple,
 {
 	bool		first = true;
 
-	heap_deform_tuple(tuple, rel->desc, data->values, data->nulls);
+	heap_deform_tuple(tuple, rel->emit_desc, data->values, data->nulls);
 	appendStringInfoChar(out, '{');
-	for (int i = 0; i < rel->natts; i++)
+	for (int i = 0; i < rel->emit_desc->natts; i++)
 	{
 		ColInfo    *col = &rel->cols[i];
 
