@@ -7,7 +7,8 @@
 #   big_txn      200,000 inserts in one transaction
 #   small_txns   200,000 inserts in 2,000 transactions of 100
 #   updates      100,000 updates (1,000 transactions of 100)
-#   noise        100,000 changes, 90% on unwatched tables (mail_message)
+#   noise        300,000 changes, 90% on unwatched tables (mail_message);
+#                larger, since it decodes fast and the ratio is sensitive
 # For each workload every plugin's slot is created first, the workload runs
 # once, then each slot is read with pg_logical_slot_peek_*changes (best of
 # ROUNDS) and rows/s = row changes in the workload / seconds. "none" is a
@@ -105,7 +106,7 @@ workload_updates() {
 	local k=$(n 1000); { echo "SELECT min(id) AS lo FROM stock_move \\gset"
 		for i in $(seq 0 $((k - 1))); do echo "UPDATE stock_move SET state = 'done', quantity = 2, write_date = now() WHERE id >= :lo + $((i * 100)) AND id < :lo + $(((i + 1) * 100));"; done; } | psql_b >/dev/null; }
 workload_noise() {
-	local k=$(n 1000); { for _ in $(seq 1 "$k"); do
+	local k=$(n 3000); { for _ in $(seq 1 "$k"); do
 		echo "BEGIN; SELECT bench_insert(10); INSERT INTO mail_message (model, res_id, message_type, body, date, create_uid, write_uid, create_date, write_date) SELECT 'stock.picking', g, 'notification', '<p>chatter</p>', now(), 2, 2, now(), now() FROM generate_series(1, 90) g; COMMIT;"; done; } | psql_b >/dev/null; }
 
 echo "decode throughput, rows/s (best of $ROUNDS; PostgreSQL $(as_pg postgres -V | awk '{print $3}'), $(nproc) cores)"
@@ -113,7 +114,7 @@ printf '%-11s %9s %12s %12s %12s %12s %12s %12s\n' workload rows odoo_sync odoo_
 run_workload big_txn "$(n 200000)"
 run_workload small_txns "$(n 200000)"
 run_workload updates "$(n 100000)"
-run_workload noise "$(n 100000)"
+run_workload noise "$(n 300000)"
 
 awk '
 $1 != "noise" { ro += $2 / $3; rw += $2 / $4; rp += $2 / $6; k++ }
