@@ -987,20 +987,34 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 	 * For each (endpoint, lane): the oldest due rows whose predecessors in
 	 * their aggregate are all finished (ordered subscriptions), locked with
 	 * SKIP LOCKED; the lease expiry becomes their next_at.
+	 *
+	 * Each lane has its own branch with the lane as a constant, matching
+	 * that lane's partial index (delivery_claim_<lane>_idx).  With the lane
+	 * as a parameter the planner could pick an id-ordered primary key scan
+	 * filtering on lane, and every critical claim then walked the whole bulk
+	 * backlog; this way the critical branch reads only critical entries.
 	 */
+#define CLAIM_LANE(L) \
+			 " SELECT q.id, x.lease FROM x CROSS JOIN LATERAL (" \
+			 "   SELECT q.id FROM odoo_sync.delivery q" \
+			 "    WHERE q.endpoint_id = x.ep AND q.lane = '" L "' AND q.next_at <= now()" \
+			 "      AND (NOT q.ordered OR NOT EXISTS (" \
+			 "        SELECT 1 FROM odoo_sync.delivery p" \
+			 "         WHERE p.endpoint_id = q.endpoint_id" \
+			 "           AND p.aggregate_type = q.aggregate_type" \
+			 "           AND p.aggregate_id = q.aggregate_id" \
+			 "           AND p.aggregate_seq < q.aggregate_seq))" \
+			 "    ORDER BY q.id LIMIT x.lim" \
+			 "    FOR UPDATE SKIP LOCKED) q" \
+			 "  WHERE x.lane = '" L "'"
+	StaticAssertStmt(NLANES == 2, "the claim has one branch per lane");
 	run_plan(&plan_claim,
 			 "WITH x AS (SELECT * FROM unnest($1, $2, $3, $4) AS x(ep, lane, lim, lease)),"
-			 " s AS (SELECT q.id, x.lease FROM x CROSS JOIN LATERAL ("
-			 "   SELECT q.id FROM odoo_sync.delivery q"
-			 "    WHERE q.endpoint_id = x.ep AND q.lane = x.lane AND q.next_at <= now()"
-			 "      AND (NOT q.ordered OR NOT EXISTS ("
-			 "        SELECT 1 FROM odoo_sync.delivery p"
-			 "         WHERE p.endpoint_id = q.endpoint_id"
-			 "           AND p.aggregate_type = q.aggregate_type"
-			 "           AND p.aggregate_id = q.aggregate_id"
-			 "           AND p.aggregate_seq < q.aggregate_seq))"
-			 "    ORDER BY q.id LIMIT x.lim"
-			 "    FOR UPDATE SKIP LOCKED) q),"
+			 " s AS ("
+			 CLAIM_LANE("critical")
+			 " UNION ALL"
+			 CLAIM_LANE("bulk")
+			 " ),"
 			 " c AS ("
 			 " UPDATE odoo_sync.delivery d"
 			 "    SET next_at = now() + s.lease * interval '1 millisecond',"
@@ -1014,6 +1028,7 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 			 "   FROM c LEFT JOIN odoo_sync.event e ON e.id = c.event_id"
 			 "  ORDER BY e.seq",
 			 5, types, values, SPI_OK_SELECT);
+#undef CLAIM_LANE
 	rows = SPI_processed;
 	for (uint64 r = 0; r < rows; r++)
 	{
