@@ -993,9 +993,14 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 	 * as a parameter the planner could pick an id-ordered primary key scan
 	 * filtering on lane, and every critical claim then walked the whole bulk
 	 * backlog; this way the critical branch reads only critical entries.
+	 *
+	 * The claimed ids reach the UPDATE as an array: LIMIT x.lim is unknown
+	 * at plan time, so the planner guessed thousands of claimed rows and
+	 * hash-joined them with sequential scans of the whole queue and of the
+	 * event log; = ANY (ARRAY(...)) is planned as a few primary key lookups.
 	 */
 #define CLAIM_LANE(L) \
-			 " SELECT q.id, x.lease FROM x CROSS JOIN LATERAL (" \
+			 " SELECT q.id FROM x CROSS JOIN LATERAL (" \
 			 "   SELECT q.id FROM odoo_sync.delivery q" \
 			 "    WHERE q.endpoint_id = x.ep AND q.lane = '" L "' AND q.next_at <= now()" \
 			 "      AND (NOT q.ordered OR NOT EXISTS (" \
@@ -1017,9 +1022,10 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 			 " ),"
 			 " c AS ("
 			 " UPDATE odoo_sync.delivery d"
-			 "    SET next_at = now() + s.lease * interval '1 millisecond',"
+			 "    SET next_at = now() + x.lease * interval '1 millisecond',"
 			 "        attempts = d.attempts + 1, leased_by = $5"
-			 "   FROM s WHERE d.id = s.id"
+			 "   FROM x WHERE d.id = ANY (ARRAY(SELECT s.id FROM s))"
+			 "    AND x.ep = d.endpoint_id AND x.lane = d.lane"
 			 "  RETURNING d.id, d.endpoint_id, d.lane, d.attempts, d.created_at, d.event_id)"
 			 " SELECT c.endpoint_id, c.lane, c.id, c.attempts, c.created_at, c.event_id::text,"
 			 "        e.id IS NOT NULL, e.source, e.type, e.aggregate_type, e.aggregate_id,"
