@@ -372,15 +372,21 @@ make_array(Datum *d, int n, Oid type)
 	}
 }
 
+/*
+ * run_plan_opts
+ *		Prepares sql once (kept across transactions) and executes it.
+ *		cursor_options may ask for CURSOR_OPT_CUSTOM_PLAN: planned again at
+ *		each execution with the queue as it is then.
+ */
 static void
-run_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types,
-		 Datum *values, int expect)
+run_plan_opts(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types,
+			  Datum *values, int expect, int cursor_options)
 {
 	int			rc;
 
 	if (*plan == NULL)
 	{
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+		SPIPlanPtr	p = SPI_prepare_cursor(sql, nargs, types, cursor_options);
 
 		if (p == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -390,6 +396,13 @@ run_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types,
 	rc = SPI_execute_plan(*plan, values, NULL, false, 0);
 	if (rc != expect)
 		elog(ERROR, "SPI_execute_plan returned %s", SPI_result_code_string(rc));
+}
+
+static void
+run_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types,
+		 Datum *values, int expect)
+{
+	run_plan_opts(plan, sql, nargs, types, values, expect, 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -998,6 +1011,12 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 	 * at plan time, so the planner guessed thousands of claimed rows and
 	 * hash-joined them with sequential scans of the whole queue and of the
 	 * event log; = ANY (ARRAY(...)) is planned as a few primary key lookups.
+	 *
+	 * Always a custom plan: a generic plan made while the queue was nearly
+	 * empty (a sequential scan and sort, the predecessor check as a
+	 * sequential scan) stays cached until the next analyze, and run against
+	 * a flood that just arrived it is quadratic (one claim ran for minutes
+	 * with 100k rows queued).  Planning costs about a millisecond per turn.
 	 */
 #define CLAIM_LANE(L) \
 			 " SELECT q.id FROM x CROSS JOIN LATERAL (" \
@@ -1013,7 +1032,7 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 			 "    FOR UPDATE SKIP LOCKED) q" \
 			 "  WHERE x.lane = '" L "'"
 	StaticAssertStmt(NLANES == 2, "the claim has one branch per lane");
-	run_plan(&plan_claim,
+	run_plan_opts(&plan_claim,
 			 "WITH x AS (SELECT * FROM unnest($1, $2, $3, $4) AS x(ep, lane, lim, lease)),"
 			 " s AS ("
 			 CLAIM_LANE("critical")
@@ -1033,7 +1052,7 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 			 "        e.correlation_id, e.lane, e.payload::text"
 			 "   FROM c LEFT JOIN odoo_sync.event e ON e.id = c.event_id"
 			 "  ORDER BY e.seq",
-			 5, types, values, SPI_OK_SELECT);
+			 5, types, values, SPI_OK_SELECT, CURSOR_OPT_CUSTOM_PLAN);
 #undef CLAIM_LANE
 	rows = SPI_processed;
 	for (uint64 r = 0; r < rows; r++)
