@@ -1006,6 +1006,9 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 	 * as a parameter the planner could pick an id-ordered primary key scan
 	 * filtering on lane, and every critical claim then walked the whole bulk
 	 * backlog; this way the critical branch reads only critical entries.
+	 * (id + 0) is the key of those indexes: no primary key scan can give
+	 * that order, so the planner never walks the queue by id filtering on
+	 * the endpoint.
 	 *
 	 * The claimed ids reach the UPDATE as an array: LIMIT x.lim is unknown
 	 * at plan time, so the planner guessed thousands of claimed rows and
@@ -1028,7 +1031,7 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 			 "           AND p.aggregate_type = q.aggregate_type" \
 			 "           AND p.aggregate_id = q.aggregate_id" \
 			 "           AND p.aggregate_seq < q.aggregate_seq))" \
-			 "    ORDER BY q.id LIMIT x.lim" \
+			 "    ORDER BY (q.id + 0) LIMIT x.lim" \
 			 "    FOR UPDATE SKIP LOCKED) q" \
 			 "  WHERE x.lane = '" L "'"
 	StaticAssertStmt(NLANES == 2, "the claim has one branch per lane");

@@ -149,10 +149,13 @@ ALTER TABLE @extschema@.delivery SET (fillfactor = 45,
 -- reads only critical entries whatever the statistics say, so it costs the
 -- same with an empty queue or a backlog of 100k bulk rows (a single index
 -- with the lane as a parameter let the planner prefer the primary key and
--- filter the whole bulk backlog on lane).
-CREATE INDEX delivery_claim_critical_idx ON @extschema@.delivery (endpoint_id, id)
+-- filter the whole bulk backlog on lane).  The claim orders by (id + 0),
+-- which only these indexes provide: an id-ordered primary key scan
+-- filtering on endpoint is never an alternative (it walked the whole queue
+-- for every endpoint with nothing to send).
+CREATE INDEX delivery_claim_critical_idx ON @extschema@.delivery (endpoint_id, (id + 0))
 	WHERE lane = 'critical';
-CREATE INDEX delivery_claim_bulk_idx ON @extschema@.delivery (endpoint_id, id)
+CREATE INDEX delivery_claim_bulk_idx ON @extschema@.delivery (endpoint_id, (id + 0))
 	WHERE lane = 'bulk';
 CREATE INDEX delivery_aggregate_idx
 	ON @extschema@.delivery (endpoint_id, aggregate_type, aggregate_id, aggregate_seq);
