@@ -210,9 +210,8 @@ psql_ -c "SELECT 'endpoint_status: ' || name || ' delivered_5m=' || delivered_5m
 # ---------------------------------------------------------------- 5. lanes (LANES=1)
 # critical events at 100/s on an idle endpoint, then again while a flood of
 # FLOOD bulk events (inventory.changed) drains through the same endpoint.
-# Opt-in: with a large analyzed bulk backlog the claim's plan can reach
-# critical rows through an id-ordered primary key scan that walks the whole
-# backlog (docs/delivery.md, known limits), and this phase then takes minutes.
+# Opt-in: it queues 100k bulk deliveries and waits for them to drain
+# (docs/delivery.md, known limits, has the current figures).
 if [ -n "${LANES:-}" ]; then
 psql_ -c "SELECT odoo_sync.create_endpoint('lanes', 'http://127.0.0.1:$ngport/lanes', concurrency => $CONC)" >/dev/null
 psql_ -c "SELECT odoo_sync.subscribe('lanes', '{dispatch.order.ready,inventory.changed}')" >/dev/null

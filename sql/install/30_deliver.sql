@@ -144,8 +144,19 @@ ALTER TABLE @extschema@.delivery SET (fillfactor = 45,
 	autovacuum_vacuum_cost_delay = 0);
 -- Claims scan by id and filter on next_at: next_at is not indexed, so
 -- claiming (lease) and rescheduling are HOT updates that add no index
--- entries, and a busy queue does not bloat its indexes.
-CREATE INDEX delivery_claim_idx ON @extschema@.delivery (endpoint_id, lane, id);
+-- entries, and a busy queue does not bloat its indexes.  One partial index
+-- per lane, and the claim names its lane as a constant: a critical claim
+-- reads only critical entries whatever the statistics say, so it costs the
+-- same with an empty queue or a backlog of 100k bulk rows (a single index
+-- with the lane as a parameter let the planner prefer the primary key and
+-- filter the whole bulk backlog on lane).  The claim orders by (id + 0),
+-- which only these indexes provide: an id-ordered primary key scan
+-- filtering on endpoint is never an alternative (it walked the whole queue
+-- for every endpoint with nothing to send).
+CREATE INDEX delivery_claim_critical_idx ON @extschema@.delivery (endpoint_id, (id + 0))
+	WHERE lane = 'critical';
+CREATE INDEX delivery_claim_bulk_idx ON @extschema@.delivery (endpoint_id, (id + 0))
+	WHERE lane = 'bulk';
 CREATE INDEX delivery_aggregate_idx
 	ON @extschema@.delivery (endpoint_id, aggregate_type, aggregate_id, aggregate_seq);
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.delivery', '');
