@@ -15,9 +15,9 @@ that every document created carries the action's idempotency key in
 account_move.odoo_sync_idempotency_key under a unique constraint, so even a
 replayed proof of delivery can never produce a second invoice.
 
-The extension (inbound concern) has no functions for the lifecycle of an
-action yet: the state, attempts, error and result are recorded with
-parameterised UPDATEs of odoo_sync.erp_action, all in _claim/_finish below.
+The lifecycle goes through the extension's functions
+(odoo_sync.erp_action_claim / erp_action_finish / erp_action_retry), never
+through writes to its tables.
 """
 import json
 import logging
@@ -94,12 +94,7 @@ class OdooSyncErpAction(models.Model):
             raise UserError(_("Only odoo_sync managers may retry ERP actions."))
         ids = self.filtered(lambda a: a.state in ("failed", "cancelled", "pending")).ids
         if ids:
-            call(self.env.cr,
-                 """UPDATE odoo_sync.erp_action
-                       SET state = 'pending', attempts = 0, last_error = NULL,
-                           updated_at = clock_timestamp()
-                     WHERE id = ANY(%s) AND state IN ('failed', 'cancelled', 'pending')""",
-                 (ids,))
+            call(self.env.cr, "SELECT odoo_sync.erp_action_retry(%s::bigint[])", (ids,))
             self.env.ref("odoo_sync.ir_cron_odoo_sync_erp_actions")._trigger()
         self.env.invalidate_all()
         return self.env["odoo_sync.endpoint"]._notify(_("%s actions queued again.") % len(ids))
@@ -130,20 +125,9 @@ class OdooSyncErpAction(models.Model):
 
     def _claim(self, exclude_ids):
         rows = call(self.env.cr, """
-            UPDATE odoo_sync.erp_action a
-               SET state = 'running', attempts = a.attempts + 1,
-                   updated_at = clock_timestamp()
-             WHERE a.id = (
-                   SELECT b.id FROM odoo_sync.erp_action b
-                    WHERE b.state = 'pending' AND NOT (b.id = ANY(%s))
-                      AND (b.depends_on IS NULL OR EXISTS (
-                           SELECT 1 FROM odoo_sync.erp_action d
-                            WHERE d.idempotency_key = b.depends_on AND d.state = 'done'))
-                    ORDER BY b.id
-                    LIMIT 1
-                    FOR UPDATE SKIP LOCKED)
-            RETURNING a.id, a.idempotency_key, a.kind, a.picking_id, a.sale_order_id,
-                      a.payload, a.attempts, a.correlation_id""", (list(exclude_ids) or [0],))
+            SELECT id, idempotency_key, kind, picking_id, sale_order_id,
+                   payload, attempts, correlation_id
+              FROM odoo_sync.erp_action_claim(%s::bigint[])""", (list(exclude_ids),))
         if not rows:
             return None
         keys = ("id", "idempotency_key", "kind", "picking_id", "sale_order_id",
@@ -151,12 +135,8 @@ class OdooSyncErpAction(models.Model):
         return dict(zip(keys, rows[0]))
 
     def _finish(self, action_id, state, result=None, error=None):
-        call(self.env.cr, """
-            UPDATE odoo_sync.erp_action
-               SET state = %s, result = %s::jsonb, last_error = %s,
-                   updated_at = clock_timestamp()
-             WHERE id = %s""",
-             (state, json.dumps(result) if result is not None else None, error, action_id))
+        call(self.env.cr, "SELECT FROM odoo_sync.erp_action_finish(%s, %s, %s::jsonb, %s)",
+             (action_id, state, json.dumps(result) if result is not None else None, error))
 
     def _execute(self, action):
         method = getattr(self, "_do_" + action["kind"], None)

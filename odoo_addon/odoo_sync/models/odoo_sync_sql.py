@@ -25,6 +25,10 @@ REQUIRED_FUNCTIONS = (
     "odoo_sync.subscribe(text, text[], text[], boolean)",
     "odoo_sync.set_endpoint_secret(text, text)",
     "odoo_sync.alter_endpoint(text, jsonb)",
+    "odoo_sync.erp_action_claim(bigint[])",
+    "odoo_sync.erp_action_finish(bigint, text, jsonb, text)",
+    "odoo_sync.erp_action_retry(bigint[])",
+    "odoo_sync.set_billing_var(text, jsonb)",
 )
 
 

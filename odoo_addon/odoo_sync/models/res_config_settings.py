@@ -37,10 +37,5 @@ class ResConfigSettings(models.TransientModel):
         super().set_values()
         if not self.env.user.has_group("odoo_sync.group_odoo_sync_manager"):
             return
-        # billing rules are configured by writing their table (the admin role's API)
-        call(self.env.cr, """
-            UPDATE odoo_sync.billing_rule
-               SET vars = jsonb_set(vars, '{partial_billing}', to_jsonb(%s::boolean))
-             WHERE vars ? 'partial_billing'
-               AND (vars->>'partial_billing')::boolean IS DISTINCT FROM %s::boolean""",
-             (self.odoo_sync_partial_billing, self.odoo_sync_partial_billing))
+        call(self.env.cr, "SELECT odoo_sync.set_billing_var('partial_billing', to_jsonb(%s::boolean))",
+             (self.odoo_sync_partial_billing,))

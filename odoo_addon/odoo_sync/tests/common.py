@@ -130,7 +130,5 @@ class OdooSyncCase(TransactionCase, OdooSyncFixtures):
         return self.env["account.move"].search([("odoo_sync_picking_id", "=", picking.id)])
 
     def set_partial_billing(self, on):
-        # billing rules are configured by writing the table (odoo_sync_admin's API)
-        self.env.cr.execute(
-            "UPDATE odoo_sync.billing_rule SET vars = jsonb_set(vars, '{partial_billing}', %s::jsonb) "
-            "WHERE vars ? 'partial_billing'", (json.dumps(bool(on)),))
+        self.env.cr.execute("SELECT odoo_sync.set_billing_var('partial_billing', %s::jsonb)",
+                            (json.dumps(bool(on)),))

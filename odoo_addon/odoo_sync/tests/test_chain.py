@@ -248,10 +248,8 @@ class TestChain(HttpCase, OdooSyncFixtures):
                                     "GROUP BY m.id", (so_id,)).__len__(), 1)
 
     def test_partial_pod_backorder(self):
-        self.query("UPDATE odoo_sync.billing_rule SET vars = jsonb_set(vars, '{partial_billing}', 'true') "
-                   "WHERE vars ? 'partial_billing' RETURNING id")
-        self.addCleanup(self.query, "UPDATE odoo_sync.billing_rule SET vars = jsonb_set(vars, '{partial_billing}', "
-                                    "'false') WHERE vars ? 'partial_billing' RETURNING id")
+        self.query("SELECT odoo_sync.set_billing_var('partial_billing', 'true')")
+        self.addCleanup(self.query, "SELECT odoo_sync.set_billing_var('partial_billing', 'false')")
         so_id, picking_id, picking_name, moves = self.new_order(3)
         (move_id,) = moves
         self.wait_sink("dispatch.order.ready", "stock.picking/%s" % picking_id)
