@@ -2,9 +2,6 @@
 """Endpoints and subscriptions: read from the extension's views, written
 only through odoo_sync.create_endpoint / alter_endpoint / set_endpoint_secret
 / drop_endpoint / subscribe / unsubscribe."""
-import base64
-import hashlib
-import hmac
 import json
 import time
 import uuid
@@ -168,21 +165,12 @@ class OdooSyncEndpoint(models.Model):
                            "next": {"type": "ir.actions.client", "tag": "soft_reload"}}}
 
     # ------------------------------------------------------------ test ping
-    def _signing_key(self):
-        """The endpoint's signing key, or None when Odoo's role may not read
-        it (the secret table is private to the extension's owner)."""
-        try:
-            rows = call(self.env.cr,
-                        "SELECT secret FROM odoo_sync._endpoint_secret WHERE endpoint_id = %s",
-                        (self.id,))
-        except UserError:
-            return None
-        if not rows:
-            return None
-        secret = rows[0][0]
-        if secret.startswith("whsec_"):
-            return base64.b64decode(secret[6:])
-        return secret.encode()
+    def _signature(self, msg_id, ts, body):
+        """The webhook-signature the extension computes with the endpoint's
+        write-only secret (odoo_sync.sign_webhook), or None without one."""
+        rows = call(self.env.cr, "SELECT odoo_sync.sign_webhook(%s, %s, %s, %s)",
+                    (self.name, msg_id, int(ts), body))
+        return rows[0][0] if rows else None
 
     def action_test_ping(self):
         """POST a signed odoo_sync.ping CloudEvent to the endpoint and show
@@ -198,17 +186,16 @@ class OdooSyncEndpoint(models.Model):
         }, separators=(",", ":"))
         headers = {"content-type": "application/cloudevents+json",
                    "webhook-id": msg_id, "webhook-timestamp": ts}
-        key = self._signing_key()
-        if key:
-            sig = hmac.new(key, ("%s.%s.%s" % (msg_id, ts, body)).encode(), hashlib.sha256).digest()
-            headers["webhook-signature"] = "v1," + base64.b64encode(sig).decode()
+        sig = self._signature(msg_id, ts, body)
+        if sig:
+            headers["webhook-signature"] = sig
         t0 = time.monotonic()
         try:
             r = requests.post(self.url, data=body.encode(), headers=headers,
                               timeout=(5, min(self.timeout_s or 10, 10)))
             answer = "HTTP %s in %.0f ms%s\n%s" % (
                 r.status_code, (time.monotonic() - t0) * 1000,
-                "" if key else " (unsigned: no secret readable)", r.text[:300])
+                "" if sig else " (unsigned: the endpoint has no secret)", r.text[:300])
             kind = "success" if 200 <= r.status_code < 300 else "warning"
         except requests.RequestException as e:
             answer = "no answer: %s" % e
