@@ -240,7 +240,7 @@ launcher_scan(void)
 		recheck = slot->recheck;
 		dropping = slot->dropping;
 		checked_at = slot->checked_at;
-		present = slot->latch[OSW_CAPTURE] != NULL;
+		present = slot->latch[OSW_CAPTURE] != NULL || slot->ext_present;
 		slot->recheck = false;
 		SpinLockRelease(&OdooSyncShmem->mutex);
 
@@ -259,11 +259,15 @@ launcher_scan(void)
 				due = true;
 			if (due)
 				start_worker(ldb, OSW_CAPTURE);
-			continue;
 		}
 
-		/* the probe found the extension: the other kinds follow */
-		if (!present)
+		/*
+		 * Once a worker has found the extension, the other kinds follow,
+		 * also while capture is failing and restarting (for example with
+		 * wal_level below logical): inbound and delivery do not need
+		 * decoding.
+		 */
+		if (!present || absent)
 			continue;
 		for (int k = OSW_CAPTURE + 1; k < OSW_NUM_KINDS; k++)
 			if (!worker_running(ldb->handle[k]) && now >= ldb->next_start[k])

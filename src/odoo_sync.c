@@ -345,6 +345,7 @@ odoo_sync_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		{
 			Oid			dboid = get_database_oid(dropped, true);
 			OdooSyncDbSlot *slot;
+			Latch	   *launcher;
 
 			SpinLockAcquire(&OdooSyncShmem->mutex);
 			for (int i = 0; i < OdooSyncShmem->nslots; i++)
@@ -354,7 +355,11 @@ odoo_sync_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 					(!OidIsValid(dboid) || slot->dboid == dboid))
 					slot->dropping = false;
 			}
+			launcher = OdooSyncShmem->launcher_latch;
 			SpinLockRelease(&OdooSyncShmem->mutex);
+			/* rescan now: forget the database and drop its origins */
+			if (launcher != NULL)
+				SetLatch(launcher);
 		}
 	}
 	PG_END_TRY();

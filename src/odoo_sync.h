@@ -66,6 +66,7 @@ extern PGDLLEXPORT void odoo_sync_launcher_main(Datum main_arg);
 /* per-database workers (worker.c and the file of each kind) */
 extern bool odoo_sync_worker_attach(OdooSyncWorkerKind kind, Datum main_arg);
 extern bool odoo_sync_extension_present(void);
+extern int	odoo_sync_drop_orphan_origins(void);
 extern void odoo_sync_worker_detach(void);
 extern PGDLLEXPORT void odoo_sync_capture_main(Datum main_arg);
 extern PGDLLEXPORT void odoo_sync_deliver_main(Datum main_arg);
@@ -76,6 +77,8 @@ typedef struct OdooSyncDbSlot
 {
 	Oid			dboid;			/* InvalidOid when the slot is free */
 	bool		ext_absent;		/* probe found no extension */
+	bool		ext_present;	/* a worker found the extension (stays set
+								 * while that worker restarts) */
 	bool		recheck;		/* CREATE EXTENSION asked for a new probe */
 	bool		dropping;		/* DROP DATABASE in progress */
 	TimestampTz checked_at;		/* when ext_absent was last set */

@@ -11,20 +11,35 @@
  * quietly: the launcher will not start that database's workers again until
  * CREATE EXTENSION wakes it or odoo_sync.launcher_recheck passes.
  *
+ * A capture worker also drops, when it starts, the replication origins our
+ * workers created for databases that no longer exist (DROP DATABASE leaves
+ * them behind: origins are cluster-wide).  Each holds one of
+ * max_replication_slots replication state slots, so after a few dropped
+ * databases the next capture worker to start would find none free.  The
+ * launcher cannot do it: it has no database, and pg_replication_origin is
+ * not a catalog it can open without one.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "replication/origin.h"
 #include "storage/ipc.h"
 #include "storage/proc.h"
+#include "executor/spi.h"
 #include "tcop/tcopprot.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "odoo_sync.h"
@@ -56,6 +71,87 @@ bool
 odoo_sync_extension_present(void)
 {
 	return OidIsValid(get_extension_oid(ODOO_SYNC_EXTNAME, true));
+}
+
+/*
+ * The database oid in one of our origin names ("<prefix>_<digits>"), or
+ * InvalidOid when the name is not one of ours.
+ */
+static Oid
+origin_database(const char *name)
+{
+	static const char *const prefixes[] = {
+		ODOO_SYNC_CAPTURE_ORIGIN_PREFIX "_", ODOO_SYNC_APPLY_ORIGIN_PREFIX "_"
+	};
+
+	for (size_t i = 0; i < lengthof(prefixes); i++)
+	{
+		size_t		len = strlen(prefixes[i]);
+		const char *digits = name + len;
+		char	   *end;
+		unsigned long oid;
+
+		if (strncmp(name, prefixes[i], len) != 0 || *digits < '0' || *digits > '9')
+			continue;
+		errno = 0;
+		oid = strtoul(digits, &end, 10);
+		if (errno == 0 && *end == '\0' && oid > 0 && oid <= PG_UINT32_MAX)
+			return (Oid) oid;
+	}
+	return InvalidOid;
+}
+
+/*
+ * odoo_sync_drop_orphan_origins
+ *		Drops our replication origins whose database no longer exists.
+ *
+ * Runs its own transaction; must be called outside one.  Returns how many
+ * were dropped.
+ */
+int
+odoo_sync_drop_orphan_origins(void)
+{
+	List	   *orphans = NIL;
+	ListCell   *lc;
+	int			n = 0;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT roname FROM pg_catalog.pg_replication_origin", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read pg_replication_origin");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		Oid			dboid;
+
+		if (name == NULL)
+			continue;
+		dboid = origin_database(name);
+		if (OidIsValid(dboid) &&
+			!SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(dboid)))
+		{
+			MemoryContext old = MemoryContextSwitchTo(CurTransactionContext);
+
+			orphans = lappend(orphans, pstrdup(name));
+			MemoryContextSwitchTo(old);
+		}
+	}
+	SPI_finish();
+	foreach(lc, orphans)
+	{
+		/* missing_ok: another capture worker may be doing the same */
+		replorigin_drop_by_name((char *) lfirst(lc), true, false);
+		ereport(LOG,
+				(errmsg("odoo_sync dropped replication origin \"%s\" of a dropped database",
+						(char *) lfirst(lc))));
+		n++;
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return n;
 }
 
 /*
@@ -105,11 +201,13 @@ odoo_sync_worker_attach(OdooSyncWorkerKind kind, Datum main_arg)
 		if (!present)
 		{
 			slot->ext_absent = true;
+			slot->ext_present = false;
 			slot->checked_at = GetCurrentTimestamp();
 		}
 		else
 		{
 			slot->ext_absent = false;
+			slot->ext_present = true;
 			slot->pid[kind] = MyProcPid;
 			slot->latch[kind] = MyLatch;
 		}
@@ -117,7 +215,11 @@ odoo_sync_worker_attach(OdooSyncWorkerKind kind, Datum main_arg)
 	SpinLockRelease(&OdooSyncShmem->mutex);
 
 	if (present)
+	{
 		before_shmem_exit(worker_detach, 0);
+		if (kind == OSW_CAPTURE)
+			(void) odoo_sync_drop_orphan_origins();
+	}
 	return present;
 }
 
@@ -136,6 +238,7 @@ odoo_sync_worker_detach(void)
 	if (slot != NULL)
 	{
 		slot->ext_absent = true;
+		slot->ext_present = false;
 		slot->checked_at = GetCurrentTimestamp();
 	}
 	SpinLockRelease(&OdooSyncShmem->mutex);
