@@ -43,10 +43,21 @@ SELECT odoo_sync.erp_action_cancel(ARRAY[key_id('create_invoice:7'), key_id('val
 SELECT state, last_error ~ '^cancelled by \S+ at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: invoiced by hand$' AS recorded
   FROM odoo_sync.erp_action WHERE idempotency_key = 'create_invoice:7';
 SELECT claim(ARRAY[key_id('validate_picking:8')]);
+-- a claim committed without a finish (typed in psql, or a runner that broke
+-- the one-transaction rule) leaves the action running with nobody holding
+-- it (validate_picking:8, claimed at the top): retry and cancel take it.
+-- (One a live runner holds is left alone: test/specs/erp_action_claim.spec.)
+BEGIN;
+SELECT odoo_sync.erp_action_retry(ARRAY[key_id('validate_picking:8')]) AS retried_abandoned;
+ROLLBACK;
+SELECT odoo_sync.erp_action_cancel(ARRAY[key_id('validate_picking:8')], 'picked up by hand') AS cancelled_abandoned;
+SELECT idempotency_key, state FROM odoo_sync.erp_action WHERE idempotency_key = 'validate_picking:8';
 -- billing variables
 SELECT odoo_sync.set_billing_var('partial_billing', 'true');
 SELECT odoo_sync.set_billing_var('partial_billing', 'true');
 SELECT name, vars FROM odoo_sync.billing_rule ORDER BY priority;
+SELECT odoo_sync.set_billing_var('partial_billing', '"yes"');
+SELECT odoo_sync.set_billing_var('partial_billing', NULL);
 SELECT odoo_sync.set_billing_var('no_such_var', 'true');
 SELECT odoo_sync.set_billing_var('Bad-Name', 'true');
 -- privileges: a reader may look but not claim; the operator may claim but

@@ -13,7 +13,11 @@
 --
 -- The claim is meant to run in the same transaction as the execution and
 -- the finish: a crash rolls the action back to pending, and SKIP LOCKED
--- keeps two runners from taking the same action.
+-- keeps two runners from taking the same action.  So a running action
+-- whose row nobody holds locked was abandoned (claimed in a transaction
+-- that committed without finishing it, e.g. a claim typed in psql):
+-- retry and cancel take those too, and leave alone the running actions a
+-- live runner holds.
 
 CREATE FUNCTION @extschema@.erp_action_claim(p_exclude bigint[] DEFAULT '{}')
 RETURNS SETOF @extschema@.erp_action
@@ -96,7 +100,10 @@ BEGIN
 	UPDATE erp_action
 	   SET state = 'pending', attempts = 0, last_error = NULL,
 		   updated_at = clock_timestamp()
-	 WHERE id = ANY (p_ids) AND state IN ('failed', 'cancelled', 'pending');
+	 WHERE id IN (SELECT a.id FROM erp_action a
+				   WHERE a.id = ANY (p_ids)
+					 AND a.state IN ('failed', 'cancelled', 'pending', 'running')
+					 FOR UPDATE SKIP LOCKED);
 	GET DIAGNOSTICS v_n = ROW_COUNT;
 	IF v_n > 0 THEN
 		PERFORM _cron_trigger();
@@ -105,7 +112,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION @extschema@.erp_action_retry(bigint[]) IS
-	'Puts failed, cancelled (and pending) ERP actions back to pending with attempts reset, and asks Odoo''s cron runner to run the addon''s job; returns how many. Done and running actions are left alone.';
+	'Puts failed, cancelled, pending and abandoned running ERP actions (claimed by a transaction that committed without finishing them) back to pending with attempts reset, and asks Odoo''s cron runner to run the addon''s job; returns how many. Done actions, and running ones a live runner holds, are left alone.';
 
 CREATE FUNCTION @extschema@.erp_action_cancel(p_ids bigint[], p_reason text)
 RETURNS integer
@@ -126,13 +133,16 @@ BEGIN
 							   to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
 							   p_reason),
 		   updated_at = clock_timestamp()
-	 WHERE id = ANY (p_ids) AND state IN ('pending', 'failed');
+	 WHERE id IN (SELECT a.id FROM erp_action a
+				   WHERE a.id = ANY (p_ids)
+					 AND a.state IN ('pending', 'failed', 'running')
+					 FOR UPDATE SKIP LOCKED);
 	GET DIAGNOSTICS v_n = ROW_COUNT;
 	RETURN v_n;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.erp_action_cancel(bigint[], text) IS
-	'Cancels pending or failed ERP actions (for example an invoice made by hand), recording who, when and why in last_error; returns how many. Actions depending on a cancelled one wait until it is retried.';
+	'Cancels pending, failed and abandoned running ERP actions (for example an invoice made by hand), recording who, when and why in last_error; returns how many. Done actions and running ones a live runner holds are left alone; actions depending on a cancelled one wait until it is retried.';
 
 CREATE FUNCTION @extschema@.set_billing_var(p_var text, p_value jsonb)
 RETURNS integer
@@ -153,9 +163,21 @@ BEGIN
 			USING ERRCODE = 'undefined_object',
 				  DETAIL = 'Field "var" is not a key of any odoo_sync.billing_rule.vars.';
 	END IF;
+	-- a value of another type would make the rules' comparisons (for
+	-- example $partial_billing == true) silently never hold
+	IF EXISTS (SELECT 1 FROM billing_rule
+				WHERE vars ? p_var
+				  AND jsonb_typeof(vars -> p_var) IS DISTINCT FROM jsonb_typeof(p_value)) THEN
+		RAISE EXCEPTION 'billing rule variable % is %, not %', p_var,
+				(SELECT string_agg(DISTINCT jsonb_typeof(vars -> p_var), ' or ')
+				   FROM billing_rule WHERE vars ? p_var),
+				coalesce(jsonb_typeof(p_value), 'SQL NULL')
+			USING ERRCODE = 'datatype_mismatch',
+				  DETAIL = 'Field "value" must have the type the rules'' conditions compare it with.';
+	END IF;
 	UPDATE billing_rule
-	   SET vars = jsonb_set(vars, ARRAY[p_var], coalesce(p_value, 'null'))
-	 WHERE vars ? p_var AND vars -> p_var IS DISTINCT FROM coalesce(p_value, 'null');
+	   SET vars = jsonb_set(vars, ARRAY[p_var], p_value)
+	 WHERE vars ? p_var AND vars -> p_var IS DISTINCT FROM p_value;
 	GET DIAGNOSTICS v_n = ROW_COUNT;
 	RETURN v_n;
 END
