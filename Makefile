@@ -51,7 +51,8 @@ test-odoo: deps all
 demo-odoo: deps all
 	@./test/odoo/demo.sh
 
-demo: deps all
+demo: deps
+	@echo "building odoo_sync (make -s all)"; $(MAKE) -s all
 	@./demo/demo.sh
 
 bench-decode: deps all

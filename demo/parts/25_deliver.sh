@@ -15,9 +15,11 @@ psql_o -Atc "SELECT odoo_sync.create_loopback_endpoint('dispatch', $sink_port, '
 echo "endpoint 'dispatch' -> http://127.0.0.1:$sink_port/hook; the secret is write-only:"
 psql_o -c "SELECT name, url, secret_hint, enabled FROM odoo_sync.endpoints"
 echo "the events captured so far are replayed to it (odoo_sync.replay), new ones follow as they commit:"
-psql_o -Atc "SELECT odoo_sync.replay('dispatch', now() - interval '1 hour') || ' deliveries queued'"
+replayed=$(psql_o -Atc "SELECT odoo_sync.replay('dispatch', now() - interval '1 hour')")
+echo "$replayed deliveries queued by the replay (the inventory.changed events are not subscribed)"
 order3=$(psql_o -Atc "SELECT odoo_flow.create_order($partner, 25, 1)")
 psql_o -Atc "SELECT odoo_flow.confirm_order($order3)" >/dev/null
+echo "then sale order $order3 is confirmed: its events are delivered as they are captured"
 want=$(psql_o -Atc "SELECT count(*) FROM odoo_sync.event WHERE type ~ '^(dispatch|shipment|order|invoice|credit_note)\.'")
 for _ in $(seq 1 200); do
 	got=$(curl -s "http://127.0.0.1:$sink_port/_control/count?path=/hook" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')
@@ -38,5 +40,10 @@ for r in reqs:
 print(f"{len(reqs)} requests, content-type {h['content-type']}, all signatures valid: "
       f"{all(check(os.environ['SECRET'], r['headers'], r['body'].encode())[0] for r in reqs)}")
 PY
-echo "(latency counts from each event's commit: the replayed ones were committed earlier)"
+echo "endpoint status (its latency percentiles count from each event's commit, so the replayed"
+echo "events, committed seconds before the endpoint existed, weigh them down):"
 psql_o -c "SELECT name, circuit, backlog, in_flight, delivered_5m, dead, latency_p50_ms, latency_p95_ms FROM odoo_sync.endpoint_status"
+echo "commit -> 2xx of sale order $order3's events, delivered live:"
+psql_o -c "SELECT e.type, d.state, round((extract(epoch FROM d.finished_at - e.commit_time) * 1000)::numeric, 1) AS ms_commit_to_2xx
+  FROM odoo_sync.deliveries d JOIN odoo_sync.event e ON e.id = d.event_id
+ WHERE e.correlation_id = odoo_sync.correlation_id('sale.order', '$order3') ORDER BY e.seq"
