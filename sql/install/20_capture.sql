@@ -665,6 +665,16 @@ $$;
 COMMENT ON FUNCTION @extschema@._build_events(@extschema@._candidate[], boolean, boolean) IS
 	'Private: deduplicates the matches of a batch and builds their events.';
 
+-- Event ids: UUIDs of version 7 (time-ordered: the log's primary key is
+-- appended to at its right edge; random ids cost a random leaf page per
+-- event).
+CREATE FUNCTION @extschema@._event_id()
+RETURNS uuid
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'odoo_sync_event_id';
+COMMENT ON FUNCTION @extschema@._event_id() IS
+	'Private: a new event id, a time-ordered UUID (version 7, RFC 9562).';
+
 -- Appends events with their per-aggregate sequence numbers.
 CREATE FUNCTION @extschema@._append_events(p_events @extschema@._pending_event[])
 RETURNS integer
@@ -694,7 +704,7 @@ BEGIN
 	INSERT INTO @extschema@.event
 		(id, type, source, aggregate_type, aggregate_id, aggregate_seq, lane,
 		 correlation_id, snapshot, commit_lsn, commit_time, rule_id, payload)
-	SELECT pg_catalog.gen_random_uuid(), ev.type, v_db,
+	SELECT @extschema@._event_id(), ev.type, v_db,
 		   ev.aggregate_type, ev.aggregate_id, up.last_seq - ev.cnt + ev.k, ev.lane,
 		   ev.correlation_id, ev.snapshot, ev.commit_lsn, ev.commit_time,
 		   ev.rule_id, ev.payload
