@@ -39,6 +39,7 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "commands/dbcommands.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -250,6 +251,38 @@ jsonb_concat2(Jsonb *a, Jsonb *b)
 {
 	return DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(a),
 											  JsonbPGetDatum(b)));
+}
+
+/* every key of object a is a key of object b */
+static bool
+jsonb_keys_within(Jsonb *a, Jsonb *b)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbValue	res;
+	JsonbIteratorToken tok;
+
+	if (!JB_ROOT_IS_OBJECT(a) || !JB_ROOT_IS_OBJECT(b) ||
+		JB_ROOT_COUNT(a) > JB_ROOT_COUNT(b))
+		return false;
+	it = JsonbIteratorInit(&a->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY &&
+			getKeyJsonValueFromContainer(&b->root, v.val.string.val,
+										 v.val.string.len, &res) == NULL)
+			return false;
+	}
+	return true;
+}
+
+/* a || b, without building anything when b has every key of a */
+static Jsonb *
+jsonb_merge2(Jsonb *a, Jsonb *b)
+{
+	if (jsonb_keys_within(a, b))
+		return b;
+	return jsonb_concat2(a, b);
 }
 
 static Jsonb *
@@ -670,7 +703,7 @@ compute_old_new(CapBatch *b)
 			else if (sh == NULL)
 				c->old = prev;
 			else
-				c->old = jsonb_concat2(sh, prev);
+				c->old = jsonb_merge2(sh, prev);
 
 			/* the decoded row has every watched column but unchanged TOAST */
 			if (c->action == 'D')
@@ -1214,7 +1247,7 @@ append_events(CapBatch *b)
 	char	  **gtypes;
 	char	  **gids;
 	Datum	   *gcounts;
-	Datum		args[11];
+	Datum		args[12];
 
 	ev = palloc(sizeof(CapEvent *) * Max(b->nevents, 1));
 	for (int i = 0; i < b->nevents; i++)
@@ -1320,22 +1353,22 @@ append_events(CapBatch *b)
 		}
 		if (plan_insert == NULL)
 		{
-			Oid			atypes_[11] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID,
+			Oid			atypes_[12] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID,
 				TEXTARRAYOID, TEXTARRAYOID, BOOLOID, get_array_type(LSNOID),
-				get_array_type(TIMESTAMPTZOID), INT4ARRAYOID, get_array_type(JSONBOID)};
+				get_array_type(TIMESTAMPTZOID), INT4ARRAYOID, get_array_type(JSONBOID), TEXTOID};
 
 			plan_insert =
 				keep_plan("INSERT INTO odoo_sync.event "
 						  "(id, type, source, aggregate_type, aggregate_id, aggregate_seq, lane, "
 						  "correlation_id, snapshot, commit_lsn, commit_time, rule_id, payload) "
-						  "SELECT odoo_sync._event_id(), u.type, pg_catalog.current_database(), "
+						  "SELECT odoo_sync._event_id(), u.type, $12, "
 						  "u.atype, u.aid, u.seq, u.lane, u.corr, $7, u.lsn, u.ctime, u.rule, u.payload "
 						  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
 						  "pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
 						  "pg_catalog.unnest($6), pg_catalog.unnest($8), pg_catalog.unnest($9), "
 						  "pg_catalog.unnest($10), pg_catalog.unnest($11)) "
 						  "AS u(type, atype, aid, seq, lane, corr, lsn, ctime, rule, payload)",
-						  11, atypes_);
+						  12, atypes_);
 		}
 		args[0] = text_array(types, n);
 		args[1] = text_array(atypes, n);
@@ -1348,6 +1381,8 @@ append_events(CapBatch *b)
 		args[8] = datum_array(times, NULL, n, TIMESTAMPTZOID);
 		args[9] = datum_array(rules, NULL, n, INT4OID);
 		args[10] = datum_array(payloads, NULL, n, JSONBOID);
+		/* the source: this database */
+		args[11] = CStringGetTextDatum(get_database_name(MyDatabaseId));
 		run_plan(plan_insert, args, NULL, false, SPI_OK_INSERT);
 		if (SPI_processed != (uint64) n)
 			elog(ERROR, "odoo_sync capture: " UINT64_FORMAT " events appended of %d",

@@ -379,7 +379,11 @@ BEGIN
 	FOREACH c IN ARRAY p_changes
 	LOOP
 		new := pg_catalog.jsonb_populate_record(NULL::%1$s, c.new);
-		old := pg_catalog.jsonb_populate_record(NULL::%1$s, c.old);
+		IF c.old IS NULL THEN		-- (a new row: nothing to populate)
+			old := NULL;
+		ELSE
+			old := pg_catalog.jsonb_populate_record(NULL::%1$s, c.old);
+		END IF;
 		op := c.op;
 		snapshot := c.snapshot;
 		origin := c.origin;
