@@ -93,7 +93,7 @@ static bool purging = false;
 
 /* flush the batch when its text passes this size or row count */
 #define CAPTURE_BATCH_BYTES		(16 * 1024 * 1024)
-#define CAPTURE_BATCH_ROWS		5000
+#define CAPTURE_BATCH_ROWS		20000
 
 /* State of the worker (one per process) */
 static char slot_name[NAMEDATALEN];

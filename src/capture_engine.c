@@ -1281,8 +1281,8 @@ append_events(CapBatch *b)
 		/* (RETURNING gives the rows in the order of the input) */
 		plan_seq = keep_plan("INSERT INTO odoo_sync._aggregate_seq AS a "
 							 "(aggregate_type, aggregate_id, last_seq) "
-							 "SELECT u.t, u.i, u.c FROM ROWS FROM (pg_catalog.unnest($1), "
-							 "pg_catalog.unnest($2), pg_catalog.unnest($3)) AS u(t, i, c) "
+							 "SELECT u.t, u.i, u.c FROM (SELECT pg_catalog.unnest($1) AS t, "
+							 "pg_catalog.unnest($2) AS i, pg_catalog.unnest($3) AS c) AS u "
 							 "ON CONFLICT (aggregate_type, aggregate_id) "
 							 "DO UPDATE SET last_seq = a.last_seq + EXCLUDED.last_seq "
 							 "RETURNING a.aggregate_type, a.aggregate_id, a.last_seq",
@@ -1351,6 +1351,10 @@ append_events(CapBatch *b)
 			payloads[k] = JsonbPGetDatum(e->payload);
 			k++;
 		}
+		/*
+		 * (unnest in the select list: the arrays are walked in step, where
+		 * ROWS FROM would first copy each into a tuplestore)
+		 */
 		if (plan_insert == NULL)
 		{
 			Oid			atypes_[12] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID,
@@ -1363,11 +1367,11 @@ append_events(CapBatch *b)
 						  "correlation_id, snapshot, commit_lsn, commit_time, rule_id, payload) "
 						  "SELECT odoo_sync._event_id(), u.type, $12, "
 						  "u.atype, u.aid, u.seq, u.lane, u.corr, $7, u.lsn, u.ctime, u.rule, u.payload "
-						  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
-						  "pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
-						  "pg_catalog.unnest($6), pg_catalog.unnest($8), pg_catalog.unnest($9), "
-						  "pg_catalog.unnest($10), pg_catalog.unnest($11)) "
-						  "AS u(type, atype, aid, seq, lane, corr, lsn, ctime, rule, payload)",
+						  "FROM (SELECT pg_catalog.unnest($1) AS type, pg_catalog.unnest($2) AS atype, "
+						  "pg_catalog.unnest($3) AS aid, pg_catalog.unnest($4) AS seq, "
+						  "pg_catalog.unnest($5) AS lane, pg_catalog.unnest($6) AS corr, "
+						  "pg_catalog.unnest($8) AS lsn, pg_catalog.unnest($9) AS ctime, "
+						  "pg_catalog.unnest($10) AS rule, pg_catalog.unnest($11) AS payload) AS u",
 						  12, atypes_);
 		}
 		args[0] = text_array(types, n);
@@ -1446,8 +1450,8 @@ write_shadow(CapBatch *b)
 					  "USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS d(t, k) "
 					  "WHERE s.table_name = d.t AND s.key = d.k) "
 					  "INSERT INTO odoo_sync.shadow AS s (table_name, key, vals) "
-					  "SELECT u.t, u.k, u.v FROM ROWS FROM (pg_catalog.unnest($3), "
-					  "pg_catalog.unnest($4), pg_catalog.unnest($5)) AS u(t, k, v) "
+					  "SELECT u.t, u.k, u.v FROM (SELECT pg_catalog.unnest($3) AS t, "
+					  "pg_catalog.unnest($4) AS k, pg_catalog.unnest($5) AS v) AS u "
 					  "ON CONFLICT (table_name, key) DO UPDATE SET vals = EXCLUDED.vals",
 					  5, types);
 	}

@@ -662,6 +662,7 @@ COMMENT ON FUNCTION @extschema@._append_events(@extschema@._pending_event[]) IS
 CREATE FUNCTION @extschema@._capture_batch(p_batch jsonb, p_snapshot boolean DEFAULT false)
 RETURNS integer
 LANGUAGE c
+SET search_path = pg_catalog, @extschema@
 AS 'MODULE_PATHNAME', 'odoo_sync_capture_batch';
 COMMENT ON FUNCTION @extschema@._capture_batch(jsonb, boolean) IS
 	'Private: turns decoded transactions into events (called by the capture worker and by odoo_sync.resync()).';
