@@ -80,6 +80,8 @@ typedef struct CapRule
 	char	   *lane;
 	int			priority;
 	bool		without_changes;	/* batch builder takes no changes */
+	int			etype_no;		/* same number, same event_type */
+	int			atype_no;		/* same number, same aggregate_type */
 } CapRule;
 
 /* A decoded transaction (its begin line). */
@@ -114,6 +116,7 @@ typedef struct CapCand
 	int			change;			/* index into changes */
 	CapRule    *rule;
 	char	   *agg;
+	int			agg_no;			/* same number, same (aggregate type, id) */
 } CapCand;
 
 /* An event being built. */
@@ -139,6 +142,7 @@ typedef struct CapBatch
 	int			ntxns;
 	CapChange  *changes;
 	int			nchanges;
+	int		   *key_order;		/* changes by table, key, tord, rord */
 	CapCand    *cands;
 	int			ncands;
 	int			maxcands;
@@ -396,6 +400,24 @@ load_rules(CapBatch *b)
 		if (isnull)
 			b->rules[i].without_changes = false;
 	}
+	/* numbers for the rules' type names (compared as integers when sorting) */
+	for (int i = 0; i < b->nrules; i++)
+	{
+		b->rules[i].etype_no = i;
+		b->rules[i].atype_no = i;
+		for (int j = 0; j < i; j++)
+			if (strcmp(b->rules[j].event_type, b->rules[i].event_type) == 0)
+			{
+				b->rules[i].etype_no = b->rules[j].etype_no;
+				break;
+			}
+		for (int j = 0; j < i; j++)
+			if (strcmp(b->rules[j].aggregate_type, b->rules[i].aggregate_type) == 0)
+			{
+				b->rules[i].atype_no = b->rules[j].atype_no;
+				break;
+			}
+	}
 	MemoryContextSwitchTo(old);
 }
 
@@ -617,6 +639,7 @@ compute_old_new(CapBatch *b)
 		order[i] = i;
 	sort_batch = b;
 	qsort(order, b->nchanges, sizeof(int), cmp_by_key);
+	b->key_order = order;		/* (write_shadow walks it again) */
 
 	/* groups of one row (table, key) */
 	group_start = palloc(sizeof(int) * (b->nchanges + 1));
@@ -935,16 +958,13 @@ cmp_dedup(const void *a, const void *b)
 	const CapCand *y = (const CapCand *) b;
 	const CapChange *cx = &sort_batch->changes[x->change];
 	const CapChange *cy = &sort_batch->changes[y->change];
-	int			c;
 
 	if (cx->tord != cy->tord)
 		return cx->tord < cy->tord ? -1 : 1;
-	if ((c = strcmp(x->rule->event_type, y->rule->event_type)) != 0)
-		return c;
-	if ((c = strcmp(x->rule->aggregate_type, y->rule->aggregate_type)) != 0)
-		return c;
-	if ((c = strcmp(x->agg, y->agg)) != 0)
-		return c;
+	if (x->rule->etype_no != y->rule->etype_no)
+		return x->rule->etype_no < y->rule->etype_no ? -1 : 1;
+	if (x->agg_no != y->agg_no)
+		return x->agg_no < y->agg_no ? -1 : 1;
 	if (x->rule->priority != y->rule->priority)
 		return x->rule->priority < y->rule->priority ? -1 : 1;
 	if (cx->rord != cy->rord)
@@ -970,12 +990,45 @@ cmp_event_order(const void *a, const void *b)
 		(x->cand->rule->id > y->cand->rule->id ? 1 : 0);
 }
 
+/* orders candidates by aggregate (type, id) */
+static int
+cmp_cand_agg(const void *a, const void *b)
+{
+	const CapCand *x = *(CapCand *const *) a;
+	const CapCand *y = *(CapCand *const *) b;
+
+	if (x->rule->atype_no != y->rule->atype_no)
+		return x->rule->atype_no < y->rule->atype_no ? -1 : 1;
+	return strcmp(x->agg, y->agg);
+}
+
+/* numbers the distinct aggregates of the candidates (one sort on text) */
+static void
+number_aggregates(CapBatch *b)
+{
+	CapCand   **byagg = palloc(sizeof(CapCand *) * Max(b->ncands, 1));
+	int			no = 0;
+
+	for (int i = 0; i < b->ncands; i++)
+		byagg[i] = &b->cands[i];
+	if (b->ncands > 1)
+		qsort(byagg, b->ncands, sizeof(CapCand *), cmp_cand_agg);
+	for (int i = 0; i < b->ncands; i++)
+	{
+		if (i > 0 && cmp_cand_agg(&byagg[i - 1], &byagg[i]) != 0)
+			no++;
+		byagg[i]->agg_no = no;
+	}
+	pfree(byagg);
+}
+
 /* one event per transaction, event type and aggregate, in event order */
 static void
 choose_events(CapBatch *b)
 {
 	MemoryContext old = MemoryContextSwitchTo(b->cxt);
 
+	number_aggregates(b);
 	sort_batch = b;
 	if (b->ncands > 1)
 		qsort(b->cands, b->ncands, sizeof(CapCand), cmp_dedup);
@@ -988,9 +1041,8 @@ choose_events(CapBatch *b)
 
 		if (p != NULL &&
 			b->changes[p->change].tord == b->changes[c->change].tord &&
-			strcmp(p->rule->event_type, c->rule->event_type) == 0 &&
-			strcmp(p->rule->aggregate_type, c->rule->aggregate_type) == 0 &&
-			strcmp(p->agg, c->agg) == 0)
+			p->rule->etype_no == c->rule->etype_no &&
+			p->agg_no == c->agg_no)
 			continue;
 		b->events[b->nevents++].cand = c;
 	}
@@ -1009,8 +1061,10 @@ static CapEvent *sort_events;
 static int
 cmp_event_agg(const void *a, const void *b)
 {
-	return strcmp(sort_events[*(const int *) a].cand->agg,
-				  sort_events[*(const int *) b].cand->agg);
+	int			x = sort_events[*(const int *) a].cand->agg_no;
+	int			y = sort_events[*(const int *) b].cand->agg_no;
+
+	return x < y ? -1 : (x > y ? 1 : 0);
 }
 
 /*
@@ -1066,8 +1120,8 @@ build_payloads_set(CapBatch *b)
 			sort_events = b->events;
 			qsort(sorted, n, sizeof(int), cmp_event_agg);
 			for (int i = 0; i < n; i++)
-				if (i == 0 || strcmp(b->events[sorted[i]].cand->agg,
-									 b->events[sorted[i - 1]].cand->agg) != 0)
+				if (i == 0 || b->events[sorted[i]].cand->agg_no !=
+					b->events[sorted[i - 1]].cand->agg_no)
 					first[nd++] = i;
 			first[nd] = n;
 			dedup = (nd >= 8);
@@ -1227,12 +1281,9 @@ cmp_aggregate(const void *a, const void *b)
 {
 	const CapEvent *x = *(CapEvent *const *) a;
 	const CapEvent *y = *(CapEvent *const *) b;
-	int			c;
 
-	if ((c = strcmp(x->cand->rule->aggregate_type, y->cand->rule->aggregate_type)) != 0)
-		return c;
-	if ((c = strcmp(x->cand->agg, y->cand->agg)) != 0)
-		return c;
+	if (x->cand->agg_no != y->cand->agg_no)
+		return x->cand->agg_no < y->cand->agg_no ? -1 : 1;
 	return x->n < y->n ? -1 : (x->n > y->n ? 1 : 0);
 }
 
@@ -1260,9 +1311,7 @@ append_events(CapBatch *b)
 	qsort(ev, n, sizeof(CapEvent *), cmp_aggregate);
 	gstart = palloc(sizeof(int) * (n + 1));
 	for (int i = 0; i < n; i++)
-		if (i == 0 ||
-			strcmp(ev[i]->cand->rule->aggregate_type, ev[i - 1]->cand->rule->aggregate_type) != 0 ||
-			strcmp(ev[i]->cand->agg, ev[i - 1]->cand->agg) != 0)
+		if (i == 0 || ev[i]->cand->agg_no != ev[i - 1]->cand->agg_no)
 			gstart[ngroups++] = i;
 	gstart[ngroups] = n;
 	gtypes = palloc(sizeof(char *) * ngroups);
@@ -1413,13 +1462,16 @@ write_shadow(CapBatch *b)
 				np = 0;
 	Datum		args[5];
 
+	/* (key_order: by table, key, tord, rord) */
 	for (int i = 0; i < b->nchanges; i++)
-		if (b->tables[b->changes[i].table].need_shadow && b->changes[i].key != NULL)
-			order[n++] = i;
+	{
+		CapChange  *c = &b->changes[b->key_order[i]];
+
+		if (b->tables[c->table].need_shadow && c->key != NULL)
+			order[n++] = b->key_order[i];
+	}
 	if (n == 0)
 		return;
-	sort_batch = b;
-	qsort(order, n, sizeof(int), cmp_by_key);
 	for (int i = 0; i < n; i++)
 	{
 		CapChange  *c = &b->changes[order[i]];
