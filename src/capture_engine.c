@@ -65,6 +65,7 @@ PG_FUNCTION_INFO_V1(odoo_sync_capture_batch);
 typedef struct CapTable
 {
 	char	   *name;			/* schema.table */
+	int			schema_len;		/* length of its schema part */
 	char	  **pk;				/* key columns */
 	int			npk;
 	bool		need_shadow;
@@ -369,6 +370,8 @@ load_rules(CapBatch *b)
 		int			n;
 
 		b->tables[i].name = SPI_getvalue(tup, desc, 1);
+		b->tables[i].schema_len = strchr(b->tables[i].name, '.') ?
+			(int) (strchr(b->tables[i].name, '.') - b->tables[i].name) : 0;
 		pk = SPI_getbinval(tup, desc, 2, &isnull);
 		deconstruct_array(DatumGetArrayTypeP(pk), TEXTOID, -1, false, TYPALIGN_INT,
 						  &elems, &enulls, &n);
@@ -421,12 +424,21 @@ load_rules(CapBatch *b)
 	MemoryContextSwitchTo(old);
 }
 
+/* the watched table of a decoded row's schema and table names, or -1 */
 static int
-find_table(CapBatch *b, const char *name)
+find_table(CapBatch *b, JsonbValue *schema, JsonbValue *table)
 {
 	for (int i = 0; i < b->ntables; i++)
-		if (strcmp(b->tables[i].name, name) == 0)
+	{
+		CapTable   *t = &b->tables[i];
+
+		if (t->schema_len == schema->val.string.len &&
+			memcmp(t->name, schema->val.string.val, t->schema_len) == 0 &&
+			strlen(t->name + t->schema_len + 1) == (size_t) table->val.string.len &&
+			memcmp(t->name + t->schema_len + 1, table->val.string.val,
+				   table->val.string.len) == 0)
 			return i;
+	}
 	return -1;
 }
 
@@ -516,9 +528,8 @@ parse_batch(CapBatch *b, Jsonb *batch)
 			JsonbValue *row = getIthJsonbValueFromContainer(rc, r);
 			JsonbContainer *c;
 			char		action;
-			char	   *schema;
-			char	   *table;
-			char	   *qualified;
+			JsonbValue	schema;
+			JsonbValue	table;
 			int			ti;
 			CapChange  *ch;
 			JsonbContainer *keysrc;
@@ -531,14 +542,10 @@ parse_batch(CapBatch *b, Jsonb *batch)
 			action = v.val.string.val[0];
 			if (action != 'I' && action != 'U' && action != 'D')
 				continue;
-			if (!jsonb_get(c, "schema", &v) || v.type != jbvString)
+			if (!jsonb_get(c, "schema", &schema) || schema.type != jbvString ||
+				!jsonb_get(c, "table", &table) || table.type != jbvString)
 				continue;
-			schema = pnstrdup(v.val.string.val, v.val.string.len);
-			if (!jsonb_get(c, "table", &v) || v.type != jbvString)
-				continue;
-			table = pnstrdup(v.val.string.val, v.val.string.len);
-			qualified = psprintf("%s.%s", schema, table);
-			ti = find_table(b, qualified);
+			ti = find_table(b, &schema, &table);
 			if (ti < 0)
 				continue;
 
