@@ -35,6 +35,7 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+#include "capture.h"
 #include "odoo_sync.h"
 
 PG_FUNCTION_INFO_V1(odoo_sync_event_id);
@@ -42,13 +43,13 @@ PG_FUNCTION_INFO_V1(odoo_sync_is_internal_location);
 PG_FUNCTION_INFO_V1(odoo_sync_is_outgoing);
 
 /*
- * odoo_sync_event_id
+ * odoo_sync_make_event_id
  *		A new UUID of version 7: 48 bits of Unix time in milliseconds, the
  *		version, 12 bits of a counter that keeps the ids of this process
  *		increasing within a millisecond, the variant, and 62 random bits.
  */
-Datum
-odoo_sync_event_id(PG_FUNCTION_ARGS)
+pg_uuid_t *
+odoo_sync_make_event_id(void)
 {
 	static uint64 last_ms = 0;
 	static uint32 counter = 0;
@@ -93,7 +94,17 @@ odoo_sync_event_id(PG_FUNCTION_ARGS)
 	uuid->data[13] = (unsigned char) (rnd >> 16);
 	uuid->data[14] = (unsigned char) (rnd >> 8);
 	uuid->data[15] = (unsigned char) rnd;
-	PG_RETURN_UUID_P(uuid);
+	return uuid;
+}
+
+/*
+ * odoo_sync_event_id
+ *		odoo_sync._event_id(): a new event id.
+ */
+Datum
+odoo_sync_event_id(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_UUID_P(odoo_sync_make_event_id());
 }
 
 /* ---------------------------------------------------------------- lookups */
