@@ -23,10 +23,14 @@
  *      small batches, and every batch again when that raises, go event by
  *      event through odoo_sync._build_one, which records failures;
  *   5. numbers the events within their aggregates (odoo_sync._aggregate_seq,
- *      one upsert) and appends them with one INSERT from arrays;
+ *      one upsert) and appends them as COPY does (table_multi_insert, the
+ *      executor's index and trigger routines: the delivery fan-out, a
+ *      statement trigger with a transition table, runs once for the batch);
  *   6. writes the last values of each row to the shadow.
  * Steps 1, 3, 5 and 6 used to be SQL over jsonb and composite arrays: this
  * is the same algorithm with plain C data and one statement per step.
+ * A batch builder that takes no changes is asked once per distinct
+ * aggregate of the batch.
  *
  * Plans of the fixed statements are prepared once per process and kept;
  * they are made again when the extension's types change (DROP and CREATE
