@@ -60,6 +60,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -1358,6 +1359,7 @@ insert_events_direct(int n, char **types, char **atypes, char **aids, Datum *seq
 	CommandId	cid;
 	Datum		source;
 	Datum		db_snapshot = BoolGetDatum(snapshot);
+	int			gucnest;
 
 	if (!OidIsValid(relid))
 		return false;
@@ -1402,6 +1404,16 @@ insert_events_direct(int n, char **types, char **atypes, char **aids, Datum *seq
 	ExecOpenIndices(rri, false);
 	cid = GetCurrentCommandId(true);
 	estate->es_output_cid = cid;
+
+	/*
+	 * The fan-out trigger's transition table holds the whole batch (~0.5 kB
+	 * per event): let it stay in memory rather than spill to a temporary
+	 * file (work_mem is back to its value at the end of the insert).
+	 */
+	gucnest = NewGUCNestLevel();
+	if (work_mem < 64 * 1024)
+		(void) set_config_option("work_mem", "65536", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 
 	AfterTriggerBeginQuery();
 	ExecBSInsertTriggers(estate, rri);
@@ -1465,6 +1477,7 @@ insert_events_direct(int n, char **types, char **atypes, char **aids, Datum *seq
 	FreeBulkInsertState(bistate);
 	ExecASInsertTriggers(estate, rri, tcs);
 	AfterTriggerEndQuery(estate);
+	AtEOXact_GUC(true, gucnest);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	ExecCloseResultRelations(estate);
 	ExecCloseRangeTableRelations(estate);
