@@ -503,7 +503,6 @@ capture_flush(void)
 	Datum		args[1];
 	bool		restart = false;
 	XLogRecPtr	end_lsn = batch_end_lsn;
-
 	instr_time	write_start;
 	instr_time	write_time;
 	struct rusage ru0,
