@@ -148,6 +148,41 @@ SELECT odoo_sync._capture_batch($$[
    "r": [{"action":"U","schema":"public","table":"shipment","new":{"id":1,"state":"draft","qty":11,"note":"n","company_id":1}}]}]$$);
 SELECT aggregate_id, aggregate_seq, type FROM odoo_sync.event WHERE aggregate_type = 'shipment' ORDER BY aggregate_id::int, aggregate_seq;
 
+-- events are appended as COPY does: time-ordered (version 7) ids in capture
+-- order, and the delivery fan-out (a statement trigger) gives a matching
+-- subscription its deliveries in the same transaction
+SELECT odoo_sync.create_endpoint('capture_hook', 'https://203.0.113.10/capture',
+	secret => 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', enabled => false) > 0 AS created;
+SELECT odoo_sync.subscribe('capture_hook', '{shipment.*}') > 0 AS subscribed;
+SELECT odoo_sync._capture_batch($$[
+  {"b": {"action":"B","commit-lsn":"0/B00","commit-time":"2026-11-29 10:00:10+00","origin":null},
+   "r": [{"action":"U","schema":"public","table":"shipment","new":{"id":1,"state":"ready","qty":12,"note":"n","company_id":1}},
+		 {"action":"U","schema":"public","table":"shipment","new":{"id":20,"state":"draft","qty":2,"note":"a","company_id":1}}]},
+  {"b": {"action":"B","commit-lsn":"0/C00","commit-time":"2026-11-29 10:00:11+00","origin":null},
+   "r": [{"action":"U","schema":"public","table":"shipment","new":{"id":1,"state":"draft","qty":13,"note":"n","company_id":1}}]}]$$);
+SELECT e.aggregate_id, e.aggregate_seq, e.type, e.lane, e.source = current_database() AS source,
+	   e.commit_lsn, e.id::text ~ '^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab]' AS v7,
+	   (SELECT count(*) FROM odoo_sync.delivery d WHERE d.event_id = e.id) AS deliveries
+  FROM odoo_sync.event e WHERE e.commit_lsn >= '0/B00' ORDER BY e.seq;
+SELECT bool_and(x.id > x.prev) AS ids_follow_seq
+  FROM (SELECT e.id, lag(e.id) OVER (ORDER BY e.seq) AS prev
+		  FROM odoo_sync.event e WHERE e.commit_lsn >= '0/B00') AS x WHERE x.prev IS NOT NULL;
+-- a BEFORE INSERT row trigger on the log (which that path would skip) sends
+-- the engine back to INSERT: the trigger sees every event
+CREATE FUNCTION public.mark_event() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	NEW.correlation_id := 'marked';
+	RETURN NEW;
+END $$;
+CREATE TRIGGER mark_event BEFORE INSERT ON odoo_sync.event FOR EACH ROW EXECUTE FUNCTION public.mark_event();
+SELECT odoo_sync._capture_batch($$[
+  {"b": {"action":"B","commit-lsn":"0/D00","commit-time":"2026-11-29 10:00:12+00","origin":null},
+   "r": [{"action":"U","schema":"public","table":"shipment","new":{"id":1,"state":"ready","qty":14,"note":"n","company_id":1}}]}]$$);
+SELECT e.aggregate_id, e.aggregate_seq, e.type, e.correlation_id,
+	   (SELECT count(*) FROM odoo_sync.delivery d WHERE d.event_id = e.id) AS deliveries
+  FROM odoo_sync.event e WHERE e.commit_lsn = '0/D00' ORDER BY e.seq;
+DROP TRIGGER mark_event ON odoo_sync.event;
+
 -- dropping the rules drops the generated function
 SELECT odoo_sync.drop_rule('shipment_ready');
 SELECT odoo_sync.drop_rule('shipment_qty');

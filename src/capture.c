@@ -55,6 +55,7 @@
 #include "postgres.h"
 
 #include <limits.h>
+#include <sys/resource.h>
 
 #include "access/xact.h"
 #include "access/xlog.h"
@@ -66,6 +67,7 @@
 #include "nodes/makefuncs.h"
 #include "nodes/value.h"
 #include "pgstat.h"
+#include "portability/instr_time.h"
 #include "postmaster/interrupt.h"
 #include "replication/decode.h"
 #include "replication/logical.h"
@@ -91,7 +93,7 @@ static bool purging = false;
 
 /* flush the batch when its text passes this size or row count */
 #define CAPTURE_BATCH_BYTES		(16 * 1024 * 1024)
-#define CAPTURE_BATCH_ROWS		5000
+#define CAPTURE_BATCH_ROWS		20000
 
 /* State of the worker (one per process) */
 static char slot_name[NAMEDATALEN];
@@ -114,6 +116,7 @@ static XLogRecPtr batch_end_lsn = InvalidXLogRecPtr;
 static char txn_commit_time[64];
 static char batch_commit_time[64];
 static bool need_restart = false;
+static instr_time batch_decode_time;	/* spent decoding the batch */
 
 /*
  * odoo_sync_capture_init
@@ -417,6 +420,7 @@ capture_start_decoding(void)
 	}
 	resetStringInfo(&batch);
 	batch_ntxn = 0;
+	INSTR_TIME_SET_ZERO(batch_decode_time);
 	batch_rows = 0;
 	in_txn = false;
 	need_restart = false;
@@ -499,10 +503,17 @@ capture_flush(void)
 	Datum		args[1];
 	bool		restart = false;
 	XLogRecPtr	end_lsn = batch_end_lsn;
+	instr_time	write_start;
+	instr_time	write_time;
+	struct rusage ru0,
+				ru1;
+	int64		nevents = 0;
 
 	if (batch_ntxn == 0)
 		return;
 
+	INSTR_TIME_SET_CURRENT(write_start);
+	getrusage(RUSAGE_SELF, &ru0);
 	pgstat_report_activity(STATE_RUNNING, "writing events");
 	capture_ensure_origin();
 	appendStringInfoChar(&batch, ']');
@@ -533,8 +544,16 @@ capture_flush(void)
 	{
 		args[0] = CStringGetTextDatum(batch.data);
 		if (SPI_execute_with_args("SELECT odoo_sync._capture_batch($1::jsonb)",
-								  1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
+								  1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
 			elog(ERROR, "odoo_sync capture: the rule engine failed");
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 1, &isnull);
+
+			nevents = isnull ? 0 : DatumGetInt32(d);
+		}
 	}
 	SPI_finish();
 	PopActiveSnapshot();
@@ -559,6 +578,17 @@ capture_flush(void)
 		replorigin_session_origin_timestamp = 0;
 		origin_progress = end_lsn;
 		LogicalConfirmReceivedLocation(end_lsn);
+		INSTR_TIME_SET_CURRENT(write_time);
+		INSTR_TIME_SUBTRACT(write_time, write_start);
+		getrusage(RUSAGE_SELF, &ru1);
+		elog(DEBUG1, "odoo_sync capture: %d transactions, %d rows: decoded in %.3f ms, "
+			 INT64_FORMAT " events written in %.3f ms (%.3f ms of CPU)",
+			 batch_ntxn, batch_rows, INSTR_TIME_GET_MILLISEC(batch_decode_time),
+			 nevents, INSTR_TIME_GET_MILLISEC(write_time),
+			 ((ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) * 1000.0 +
+			  (ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1000.0 +
+			  (ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) * 1000.0 +
+			  (ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1000.0));
 	}
 
 	resetStringInfo(&batch);
@@ -570,6 +600,7 @@ capture_flush(void)
 	}
 	batch_ntxn = 0;
 	batch_rows = 0;
+	INSTR_TIME_SET_ZERO(batch_decode_time);
 }
 
 /*
@@ -645,12 +676,17 @@ odoo_sync_capture_main(Datum main_arg)
 		{
 			XLogRecord *record;
 			char	   *errm = NULL;
+			instr_time	t0,
+						t1;
 
+			INSTR_TIME_SET_CURRENT(t0);
 			record = XLogReadRecord(decoding_ctx->reader, &errm);
 			if (errm)
 				elog(ERROR, "odoo_sync capture: could not read WAL: %s", errm);
 			if (record != NULL)
 				LogicalDecodingProcessRecord(decoding_ctx, decoding_ctx->reader);
+			INSTR_TIME_SET_CURRENT(t1);
+			INSTR_TIME_ACCUM_DIFF(batch_decode_time, t1, t0);
 			if (need_restart)
 				break;
 			if (!in_txn &&

@@ -34,36 +34,21 @@ $$;
 COMMENT ON FUNCTION @extschema@._name(jsonb) IS
 	'Private: the en_US value of an Odoo translatable name.';
 
+-- (C: a rule condition calls these for every row of a batch; they
+-- remember their answers while the calling expression lives and the
+-- transaction writes nothing, src/capture_funcs.c)
 CREATE FUNCTION @extschema@.is_outgoing(picking_type_id integer)
 RETURNS boolean
-LANGUAGE plpgsql STABLE
-AS $$
-#variable_conflict use_variable
-DECLARE
-	v_code	text;
-BEGIN
-	SELECT t.code FROM public.stock_picking_type t WHERE t.id = picking_type_id
-		INTO v_code;
-	RETURN coalesce(v_code = 'outgoing', false);
-END
-$$;
+LANGUAGE c STABLE
+AS 'MODULE_PATHNAME', 'odoo_sync_is_outgoing';
 COMMENT ON FUNCTION @extschema@.is_outgoing(integer) IS
 	'True when an Odoo picking type is a delivery (code outgoing); for rule conditions.';
 GRANT EXECUTE ON FUNCTION @extschema@.is_outgoing(integer) TO odoo_sync_reader;
 
 CREATE FUNCTION @extschema@.is_internal_location(location_id integer)
 RETURNS boolean
-LANGUAGE plpgsql STABLE
-AS $$
-#variable_conflict use_variable
-DECLARE
-	v_usage	text;
-BEGIN
-	SELECT l.usage FROM public.stock_location l WHERE l.id = location_id
-		INTO v_usage;
-	RETURN coalesce(v_usage = 'internal', false);
-END
-$$;
+LANGUAGE c STABLE
+AS 'MODULE_PATHNAME', 'odoo_sync_is_internal_location';
 COMMENT ON FUNCTION @extschema@.is_internal_location(integer) IS
 	'True when an Odoo stock location is internal (stock on hand); for rule conditions.';
 GRANT EXECUTE ON FUNCTION @extschema@.is_internal_location(integer) TO odoo_sync_reader;
