@@ -103,6 +103,13 @@ for t in "$TOP"/test/t/*.pl; do
 		ODOO_SHARED="${ODOO_SHARED:-$TOP/../shared/odoo17}" \
 		timeout "${TAP_TIMEOUT:-600}" perl "$t" >"$dir/tap.out" 2>&1
 	rc=$?
+	if [ ! -s "$dir/tap.out" ]; then
+		# never count a test that left no output (its directory removed
+		# under it, or perl not started) as anything but a failure
+		fail "TAP $name left no output (exit $rc)"
+		echo "    ($(( $(date +%s) - start ))s)"
+		continue
+	fi
 	grep -E '^(not )?ok |^# |^1\.\.' "$dir/tap.out" | grep -v '^# Looks like' | sed 's/^/    /' | head -300
 	n_ok=$(grep -Ec '^ok [0-9]+' "$dir/tap.out" | tr -d ' ')
 	n_skip=$(grep -Eic '^ok [0-9]+[^#]*# skip' "$dir/tap.out" | tr -d ' ')
@@ -118,6 +125,8 @@ for t in "$TOP"/test/t/*.pl; do
 		skip "TAP $name" "$(sed -n 's/^1\.\.0 # [Ss][Kk][Ii][Pp] *//p' "$dir/tap.out")"
 	elif [ $rc -ne 0 ] && [ "$n_notok" -eq 0 ]; then
 		fail "TAP $name exited $rc without a failed assertion (died?)"
+	elif ! grep -Eq '^1\.\.[1-9]' "$dir/tap.out"; then
+		fail "TAP $name printed no test plan"
 	fi
 	if [ $rc -ne 0 ] || [ "$n_notok" -gt 0 ]; then
 		echo "    --- tail of $name output:"; tail -40 "$dir/tap.out" | sed 's/^/    /'
