@@ -310,6 +310,7 @@ capture_drop_and_exit(void)
 	{
 		replorigin_session_reset();
 		replorigin_session_origin = InvalidRepOriginId;
+		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		replorigin_drop_by_name(name, true, false);
 		CommitTransactionCommand();
@@ -330,6 +331,7 @@ capture_setup_slot_and_origin(void)
 {
 	bool		created = false;
 
+	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	if (!odoo_sync_extension_present())
 	{
@@ -361,6 +363,7 @@ capture_setup_slot_and_origin(void)
 	}
 	CommitTransactionCommand();
 
+	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	/* a new slot starts now: progress of an older one means nothing */
 	if (created)
@@ -387,6 +390,7 @@ capture_ensure_origin(void)
 {
 	if (origin_id != InvalidRepOriginId)
 		return;
+	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	origin_id = replorigin_by_name(slot_name, true);
 	if (origin_id == InvalidRepOriginId)
@@ -425,6 +429,7 @@ capture_start_decoding(void)
 	in_txn = false;
 	need_restart = false;
 
+	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (!odoo_sync_extension_present())
@@ -521,6 +526,7 @@ capture_flush(void)
 	batch.data[0] = '[';
 	batch.len++;
 
+	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (!odoo_sync_extension_present())
@@ -614,6 +620,7 @@ capture_purge(void)
 	char		sql[128];
 
 	pgstat_report_activity(STATE_RUNNING, "purging old events");
+	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
@@ -712,6 +719,7 @@ odoo_sync_capture_main(Datum main_arg)
 		{
 			bool		present;
 
+			SetCurrentStatementStartTimestamp();
 			StartTransactionCommand();
 			present = odoo_sync_extension_present();
 			CommitTransactionCommand();

@@ -253,6 +253,25 @@ is(q1('odoo', qq{SELECT payload ->> 'via' FROM odoo_sync.event WHERE type = 'qua
 	'a single event is built by the per-event builder');
 q1('odoo', q{SELECT odoo_sync.drop_rule('quant_note')});
 
+# now() in the capture transaction is that transaction's start, not the
+# worker's: a delivery queued by the fan-out (created_at DEFAULT now()) is
+# dated after the commit its event comes from, however long the worker ran
+q1('odoo', q{SELECT odoo_sync.create_endpoint('dated', 'https://203.0.113.20/hook', enabled => false)});
+q1('odoo', q{SELECT odoo_sync.subscribe('dated', '{order.*}')});
+ok(poll_for($node, 'odoo', q{SELECT bool_and(now() - backend_start > interval '2 seconds') FROM pg_stat_activity
+	WHERE backend_type = 'odoo_sync capture' AND datname = current_database()}, 't', 20),
+	'the capture worker has run for a while');
+my $o4 = q1('odoo', "SELECT odoo_flow.create_order($id{c}, 17, 1)");
+q1('odoo', "SELECT odoo_flow.confirm_order($o4)");
+ok(poll_for($node, 'odoo', qq{SELECT count(*) FROM odoo_sync.deliveries d JOIN odoo_sync.event e ON e.id = d.event_id
+	WHERE e.type = 'order.confirmed' AND e.aggregate_id = '$o4'}, '1', 20), 'the event is queued for the endpoint');
+is(q1('odoo', qq{SELECT d.created_at >= e.commit_time AND d.created_at <= e.captured_at
+	FROM odoo_sync.deliveries d JOIN odoo_sync.event e ON e.id = d.event_id
+	WHERE e.type = 'order.confirmed' AND e.aggregate_id = '$o4'}), 't',
+	'its delivery is dated between the commit and the capture');
+q1('odoo', q{SELECT odoo_sync.cancel_deliveries('dated')});
+q1('odoo', q{SELECT odoo_sync.drop_endpoint('dated')});
+
 # ------------------------------------------------------------------ real Odoo dump
 SKIP:
 {
