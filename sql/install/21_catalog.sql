@@ -344,8 +344,10 @@ $$;
 COMMENT ON FUNCTION @extschema@._picking_lines(integer, boolean) IS 'Private: the move lines of a picking as JSON.';
 
 -- dispatch.order.ready and dispatch.order.updated: the dispatch order as it
--- is now.  NULL (no event) when the picking is gone or no longer open.
-CREATE FUNCTION @extschema@.payload_dispatch_order(aggregate_id text, change jsonb)
+-- is now.  NULL (no event) when the picking is gone, or no longer open and
+-- closed_ok is false.  With closed_ok, a picking done or cancelled since
+-- the change is still described, with the state the change committed.
+CREATE FUNCTION @extschema@._dispatch_order(picking_id integer, change jsonb, closed_ok boolean)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, @extschema@
@@ -356,10 +358,16 @@ DECLARE
 	v_so	integer;
 	v_cust	integer;
 BEGIN
-	SELECT * FROM public.stock_picking WHERE id = (aggregate_id::integer)
+	SELECT * FROM public.stock_picking WHERE id = picking_id
 		INTO p;
-	IF p.id IS NULL OR p.state NOT IN ('waiting', 'confirmed', 'assigned') THEN
+	IF p.id IS NULL THEN
 		RETURN NULL;
+	END IF;
+	IF p.state NOT IN ('waiting', 'confirmed', 'assigned') THEN
+		IF NOT closed_ok OR (change #>> '{new,state}') NOT IN ('waiting', 'confirmed', 'assigned') THEN
+			RETURN NULL;
+		END IF;
+		p.state := change #>> '{new,state}';
 	END IF;
 	v_so := @extschema@._picking_sale_order(p.id);
 	IF v_so IS NOT NULL THEN
@@ -388,8 +396,28 @@ BEGIN
 		'company', @extschema@._company(p.company_id));
 END
 $$;
+COMMENT ON FUNCTION @extschema@._dispatch_order(integer, jsonb, boolean) IS
+	'Private: the dispatch order payload of a picking (docs/schemas/dispatch.order.ready.json).';
+
+CREATE FUNCTION @extschema@.payload_dispatch_order(aggregate_id text, change jsonb)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, @extschema@
+AS $$ SELECT @extschema@._dispatch_order(aggregate_id::integer, change, false) $$;
 COMMENT ON FUNCTION @extschema@.payload_dispatch_order(text, jsonb) IS
-	'Payload builder of dispatch.order.ready and dispatch.order.updated (docs/schemas/dispatch.order.ready.json).';
+	'Payload builder of dispatch.order.updated (docs/schemas/dispatch.order.ready.json): no event once the picking is done or cancelled (shipment.shipped or dispatch.order.cancelled says the rest).';
+
+-- dispatch.order.ready is never lost to a lagging capture: when the picking
+-- was validated (or cancelled) before the worker read the commit that made
+-- it ready, the order is still sent, with the state of that commit, and
+-- shipment.shipped (or dispatch.order.cancelled) follows it.
+CREATE FUNCTION @extschema@.payload_dispatch_order_ready(aggregate_id text, change jsonb)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, @extschema@
+AS $$ SELECT @extschema@._dispatch_order(aggregate_id::integer, change, true) $$;
+COMMENT ON FUNCTION @extschema@.payload_dispatch_order_ready(text, jsonb) IS
+	'Payload builder of dispatch.order.ready (docs/schemas/dispatch.order.ready.json): the order as it is now, sent even when the picking was done or cancelled before capture read the commit that made it ready (with that commit''s state).';
 
 CREATE FUNCTION @extschema@.payload_dispatch_cancelled(aggregate_id text, change jsonb)
 RETURNS jsonb
@@ -710,7 +738,7 @@ DECLARE
 BEGIN
 	FOR d IN SELECT * FROM (VALUES
 		('dispatch_order_ready', 'public.stock_picking', 'dispatch.order.ready', 'stock.picking',
-		 'odoo_sync.payload_dispatch_order(text,jsonb)', '{insert,update}', 'new.id', 'critical',
+		 'odoo_sync.payload_dispatch_order_ready(text,jsonb)', '{insert,update}', 'new.id', 'critical',
 		 $c$new.state = 'assigned' AND old.state IS DISTINCT FROM 'assigned' AND odoo_sync.is_outgoing(new.picking_type_id)$c$,
 		 'An outgoing picking became ready (reserved): the dispatch order to plan.'),
 		('dispatch_order_updated', 'public.stock_picking', 'dispatch.order.updated', 'stock.picking',
