@@ -89,6 +89,7 @@ static const char *const lane_names[NLANES] = {"critical", "bulk"};
 
 #define KEY_MAX 512
 #define CLAIM_MAX 5000
+#define CLAIM_MIN 512
 
 /* results are recorded at once past this many, else within RESULT_DELAY */
 #define RESULT_BATCH 256
@@ -161,6 +162,7 @@ typedef struct Endpoint
 	bool		state_dirty;
 	double		tokens;
 	TimestampTz tokens_at;
+	int64		request_us;		/* moving average of request durations, 0 = none yet */
 } Endpoint;
 
 typedef struct Send
@@ -842,12 +844,34 @@ can_claim(Endpoint *ep, TimestampTz now)
 	return true;
 }
 
+/*
+ * claim_target
+ *		How many items of a lane to hold (queued and in flight): four rounds
+ *		of requests; for an endpoint that answers fast, up to CLAIM_MIN, or
+ *		what it answers in a second, so that the cost of a claim (one
+ *		statement, one commit) is shared by many events while every item
+ *		is still sent well within its lease; two seconds' worth under a
+ *		rate limit.
+ */
+static int
+claim_target(Endpoint *ep, int lane)
+{
+	int			round = ep->batch_size * lane_cap(ep, lane);
+	int			target = round * 4;
+
+	if (ep->request_us > 0)
+		target = Max(target, (int) Min((int64) CLAIM_MIN,
+									   (int64) round * (1000000 / ep->request_us)));
+
+	if (ep->rate_limit > 0)
+		target = Min(target, ep->batch_size * Max(2, (int) (ep->rate_limit * 2)));
+	return Min(target, CLAIM_MAX);
+}
+
 /* how many items to claim for a lane now */
 static int
 claim_room(Endpoint *ep, int lane)
 {
-	int			target;
-
 	if (ep->circuit == CIRCUIT_HALF_OPEN)
 	{
 		if (ep->probe_in_flight)
@@ -857,11 +881,8 @@ claim_room(Endpoint *ep, int lane)
 				return 0;
 		return 1;
 	}
-	target = ep->batch_size * lane_cap(ep, lane) * 4;
-	if (ep->rate_limit > 0)
-		target = Min(target, ep->batch_size * Max(2, (int) (ep->rate_limit * 2)));
-	target = Min(target, CLAIM_MAX);
-	return target - queue_len(&ep->queue[lane]) - ep->active_items[lane];
+	return claim_target(ep, lane) - queue_len(&ep->queue[lane]) -
+		ep->active_items[lane];
 }
 
 /*
@@ -963,6 +984,11 @@ build_cloudevent(DItem *it, HeapTuple tup, TupleDesc td)
 	pfree(b.data);
 }
 
+/* planner methods the claim is planned without (see claim_many) */
+static const char *const claim_plan_off[] = {
+	"enable_seqscan", "enable_bitmapscan", "enable_hashjoin", "enable_mergejoin"
+};
+
 /*
  * claim_many
  *		Claims work for every (endpoint, lane) listed, in one statement
@@ -980,6 +1006,7 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 	Datum	   *d_lim = palloc(sizeof(Datum) * n);
 	Datum	   *d_lease = palloc(sizeof(Datum) * n);
 	uint64		rows;
+	int			guc_level;
 
 	for (int i = 0; i < n; i++)
 	{
@@ -1015,11 +1042,18 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 	 * hash-joined them with sequential scans of the whole queue and of the
 	 * event log; = ANY (ARRAY(...)) is planned as a few primary key lookups.
 	 *
-	 * Always a custom plan: a generic plan made while the queue was nearly
-	 * empty (a sequential scan and sort, the predecessor check as a
-	 * sequential scan) stays cached until the next analyze, and run against
-	 * a flood that just arrived it is quadratic (one claim ran for minutes
-	 * with 100k rows queued).  Planning costs about a millisecond per turn.
+	 * One generic plan, kept, planned with sequential scans, bitmap scans,
+	 * hash and merge joins disabled (claim_plan_off): the queue's
+	 * statistics are nearly always wrong (a flood arrives within a second;
+	 * analyze may last have seen it empty), and a plan chosen for an empty
+	 * queue (a sequential scan and sort, the predecessor check as a
+	 * sequential scan) is quadratic against a flood (one claim ran for
+	 * minutes with 100k rows queued).  With those disabled the plan is the
+	 * same whatever the statistics say: the lane's partial index in
+	 * (id + 0) order, the predecessor check as an index probe, the UPDATE
+	 * and the event join as primary key lookups; its cost follows the rows
+	 * claimed, not the queue's length.  Planning afresh at every turn (as a
+	 * custom plan) cost a quarter of the worker's time.
 	 */
 #define CLAIM_LANE(L) \
 			 " SELECT q.id FROM x CROSS JOIN LATERAL (" \
@@ -1035,6 +1069,10 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 			 "    FOR UPDATE SKIP LOCKED) q" \
 			 "  WHERE x.lane = '" L "'"
 	StaticAssertStmt(NLANES == 2, "the claim has one branch per lane");
+	guc_level = NewGUCNestLevel();
+	for (int i = 0; i < (int) lengthof(claim_plan_off); i++)
+		(void) set_config_option(claim_plan_off[i], "off", PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	run_plan_opts(&plan_claim,
 			 "WITH x AS (SELECT * FROM unnest($1, $2, $3, $4) AS x(ep, lane, lim, lease)),"
 			 " s AS ("
@@ -1055,8 +1093,9 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 			 "        e.correlation_id, e.lane, e.payload::text"
 			 "   FROM c LEFT JOIN odoo_sync.event e ON e.id = c.event_id"
 			 "  ORDER BY e.seq",
-			 5, types, values, SPI_OK_SELECT, CURSOR_OPT_CUSTOM_PLAN);
+			 5, types, values, SPI_OK_SELECT, CURSOR_OPT_GENERIC_PLAN);
 #undef CLAIM_LANE
+	AtEOXact_GUC(true, guc_level);
 	rows = SPI_processed;
 	for (uint64 r = 0; r < rows; r++)
 	{
@@ -1439,6 +1478,12 @@ finish_send(Send *s)
 
 	ep->active[s->lane]--;
 	ep->active_items[s->lane] -= s->nitems;
+	{
+		int64		took = Max(req->finished_at - req->started_at, 1);
+
+		ep->request_us = ep->request_us == 0 ? took :
+			(ep->request_us * 7 + took) / 8;
+	}
 	for (int l = 0; l < NLANES; l++)
 		ep->want_claim[l] = true;	/* successors may now be due */
 	if (s->probe)
@@ -1559,11 +1604,15 @@ results_due(TimestampTz now)
 		http_running() == 0;
 }
 
-/* a lane's local queue holds less than one round of requests */
+/*
+ * A lane's local queue is low: less than one round of requests, or less
+ * than half the claim target (a claim then brings at least half a target).
+ */
 static bool
 queue_low(Endpoint *ep, int lane)
 {
-	return queue_len(&ep->queue[lane]) < lane_cap(ep, lane) * ep->batch_size;
+	return queue_len(&ep->queue[lane]) <
+		Max(lane_cap(ep, lane) * ep->batch_size, claim_target(ep, lane) / 2);
 }
 
 static bool
@@ -1668,6 +1717,12 @@ odoo_sync_deliver_main(Datum main_arg)
 		}
 		if (reload || results_due(now) || any_claim_wanted(now))
 		{
+			/*
+			 * Start what is queued locally first, and hand it to the
+			 * sockets: the receivers work while the database does.
+			 */
+			dispatch(now);
+			http_kick();
 			first_result_at = 0;
 			if (!db_turn(now, reload))
 			{
@@ -1679,6 +1734,15 @@ odoo_sync_deliver_main(Datum main_arg)
 		now = GetCurrentTimestamp();
 		dispatch(now);
 
+		/* requests may have finished while curl was kicked: no waiting then */
+		if ((req = http_next_done()) != NULL)
+		{
+			do
+				finish_send((Send *) req->owner);
+			while ((req = http_next_done()) != NULL);
+			woken = false;
+			continue;
+		}
 		rc = http_wait(compute_timeout(GetCurrentTimestamp()));
 		woken = (rc & WL_LATCH_SET) != 0;
 		if (woken)
