@@ -775,23 +775,22 @@ record_results(void)
 		Datum		values[4];
 
 #define RECORD_OK(COND) \
-				 "WITH u AS (SELECT * FROM unnest($1, $2, $3) AS u(id, status, at))," \
-				 " d AS (DELETE FROM odoo_sync.delivery d WHERE " COND \
-				 "       RETURNING d.*)" \
+				 "WITH d AS (DELETE FROM odoo_sync.delivery d" \
+				 "   USING unnest($1, $2, $3, $4) AS u(id, status, at, tid) WHERE " COND \
+				 "   RETURNING d.*, u.status AS st, u.at AS fin)" \
 				 " INSERT INTO odoo_sync.delivery_done" \
 				 " (id, endpoint_id, event_id, state, lane, attempts, status," \
 				 "  event_at, created_at, finished_at, request_id)" \
-				 " SELECT d.id, d.endpoint_id, d.event_id, 'delivered', d.lane, d.attempts," \
-				 "  u.status, d.event_at, d.created_at, u.at, d.request_id" \
-				 "  FROM d JOIN u ON u.id = d.id"
+				 " SELECT id, endpoint_id, event_id, 'delivered', lane, attempts, st," \
+				 "  event_at, created_at, fin, request_id FROM d"
 		values[0] = PointerGetDatum(make_array(r->ok_id, r->n_ok, INT8OID));
 		values[1] = PointerGetDatum(make_array(r->ok_status, r->n_ok, INT4OID));
 		values[2] = PointerGetDatum(make_array(r->ok_at, r->n_ok, TIMESTAMPTZOID));
 		values[3] = PointerGetDatum(make_tid_array(r->ok_tid, r->n_ok));
-		run_tid_plan(&plan_ok, RECORD_OK("d.ctid = ANY ($4) AND d.id = ANY ($1)"),
+		run_tid_plan(&plan_ok, RECORD_OK("d.ctid = u.tid AND d.id = u.id"),
 				 4, types, values, SPI_OK_INSERT);
 		if (SPI_processed < (uint64) r->n_ok)
-			run_plan(&plan_ok_by_id, RECORD_OK("d.id = ANY ($1) AND $4 IS NOT NULL"),
+			run_plan(&plan_ok_by_id, RECORD_OK("d.id = u.id AND u.tid IS NOT NULL"),
 					 4, types, values, SPI_OK_INSERT);
 #undef RECORD_OK
 		r->n_ok = 0;
@@ -810,21 +809,19 @@ record_results(void)
 				 "WITH u AS (SELECT id, nullif(status, 0) AS status," \
 				 "    nullif(error, '') AS error, nullif(excerpt, '') AS excerpt, at," \
 				 "    CASE WHEN retry_at = 'infinity' THEN NULL ELSE retry_at END AS retry_at" \
-				 "   FROM unnest($1, $2, $3, $4, $5, $6)" \
-				 "     AS u(id, status, error, excerpt, at, retry_at))," \
-				 " q AS (SELECT d.*, u.status AS st, u.error AS er, u.excerpt AS ex," \
-				 "   u.at AS fin, u.retry_at" \
-				 "   FROM odoo_sync.delivery d JOIN u ON u.id = d.id WHERE " COND ")," \
+				 "    , tid FROM unnest($1, $2, $3, $4, $5, $6, $7)" \
+				 "     AS u(id, status, error, excerpt, at, retry_at, tid))," \
+				 " q AS (SELECT d.*, d.ctid AS row_tid, u.status AS st, u.error AS er," \
+				 "   u.excerpt AS ex, u.at AS fin, u.retry_at" \
+				 "   FROM u JOIN odoo_sync.delivery d ON " COND ")," \
 				 " a AS (INSERT INTO odoo_sync.delivery_attempt" \
 				 "   SELECT q.id, q.endpoint_id, q.event_id, q.attempts, q.st," \
 				 "          q.er, q.fin, q.retry_at FROM q RETURNING 1)," \
 				 " r AS (UPDATE odoo_sync.delivery d SET next_at = q.retry_at," \
 				 "   leased_by = NULL, last_status = q.st, last_error = q.er" \
-				 "   FROM q WHERE d.ctid = ANY (ARRAY(SELECT ctid FROM q))" \
-				 "    AND q.id = d.id AND q.retry_at IS NOT NULL)," \
+				 "   FROM q WHERE d.ctid = q.row_tid AND q.retry_at IS NOT NULL)," \
 				 " x AS (DELETE FROM odoo_sync.delivery d USING q" \
-				 "   WHERE d.ctid = ANY (ARRAY(SELECT ctid FROM q))" \
-				 "    AND q.id = d.id AND q.retry_at IS NULL RETURNING q.*)," \
+				 "   WHERE d.ctid = q.row_tid AND q.retry_at IS NULL RETURNING q.*)," \
 				 " y AS (INSERT INTO odoo_sync.delivery_done" \
 				 " (id, endpoint_id, event_id, state, lane, attempts, status, error," \
 				 "  response_excerpt, event_at, created_at, finished_at, request_id)" \
@@ -838,12 +835,12 @@ record_results(void)
 		values[4] = PointerGetDatum(make_array(r->f_at, r->n_fail, TIMESTAMPTZOID));
 		values[5] = PointerGetDatum(make_array(r->f_retry, r->n_fail, TIMESTAMPTZOID));
 		values[6] = PointerGetDatum(make_tid_array(r->f_tid, r->n_fail));
-		run_tid_plan(&plan_fail, RECORD_FAIL("d.ctid = ANY ($7) AND d.id = ANY ($1)"),
+		run_tid_plan(&plan_fail, RECORD_FAIL("d.ctid = u.tid AND d.id = u.id"),
 				 7, types, values, SPI_OK_SELECT);
 		if (SPI_processed != 1 ||
 			DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 										1, &(bool){false})) < r->n_fail)
-			run_plan(&plan_fail_by_id, RECORD_FAIL("d.id = ANY ($1) AND $7 IS NOT NULL"),
+			run_plan(&plan_fail_by_id, RECORD_FAIL("d.id = u.id AND u.tid IS NOT NULL"),
 					 7, types, values, SPI_OK_SELECT);
 #undef RECORD_FAIL
 		for (int i = 0; i < r->n_fail; i++)
@@ -969,6 +966,24 @@ can_claim(Endpoint *ep, TimestampTz now)
 			ep->want_claim[l] = true;
 	}
 	return true;
+}
+
+static int	claim_room(Endpoint *ep, int lane);
+static int	claim_target(Endpoint *ep, int lane);
+
+/*
+ * claim_worthwhile
+ *		A claim for this lane would bring at least half its target, or fill
+ *		a dry local queue: claims are then few and large, not one per
+ *		finished request.
+ */
+static bool
+claim_worthwhile(Endpoint *ep, int lane)
+{
+	int			room = claim_room(ep, lane);
+
+	return room > 0 &&
+		(room >= claim_target(ep, lane) / 2 || queue_len(&ep->queue[lane]) == 0);
 }
 
 /*
@@ -1349,12 +1364,9 @@ db_turn(TimestampTz now, bool reload)
 					continue;
 				if (!can_claim(ep, now))
 					continue;
-				room = claim_room(ep, lane);
-				/* a claim brings at least half a target, or fills a dry queue */
-				if (room <= 0 ||
-					(room < claim_target(ep, lane) / 2 &&
-					 queue_len(&ep->queue[lane]) > 0))
+				if (!claim_worthwhile(ep, lane))
 					continue;
+				room = claim_room(ep, lane);
 				eps[n] = ep;
 				lanes[n] = lane;
 				limits[n] = room;
@@ -1790,17 +1802,6 @@ results_due(TimestampTz now)
 		http_running() == 0;
 }
 
-/*
- * A lane's local queue is low: less than one round of requests, or less
- * than half the claim target (a claim then brings at least half a target).
- */
-static bool
-queue_low(Endpoint *ep, int lane)
-{
-	return queue_len(&ep->queue[lane]) <
-		Max(lane_cap(ep, lane) * ep->batch_size, claim_target(ep, lane) / 2);
-}
-
 static bool
 any_claim_wanted(TimestampTz now)
 {
@@ -1819,9 +1820,9 @@ any_claim_wanted(TimestampTz now)
 			continue;
 		}
 		for (int l = 0; l < NLANES; l++)
-			if (((ep->want_claim[l] && queue_low(ep, l)) ||
+			if ((ep->want_claim[l] ||
 				 (ep->next_due[l] != 0 && ep->next_due[l] <= now)) &&
-				claim_room(ep, l) > 0)
+				claim_worthwhile(ep, l))
 				return true;
 	}
 	return false;
