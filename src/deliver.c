@@ -11,9 +11,18 @@
  *
  * Turn.  Each turn of the loop, in one short transaction: record the results
  * of the requests that finished, persist circuit breaker changes, and claim
- * more work (UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)),
- * which moves next_at to a lease expiry.  The transaction commits, then the
- * requests are started; no transaction or snapshot is held while HTTP runs.
+ * more work (lock with SELECT ... FOR UPDATE SKIP LOCKED, then an UPDATE by
+ * ctid that moves next_at to a lease expiry).  The transaction commits, then
+ * the requests are started; no transaction or snapshot is held while HTTP
+ * runs.  Queued requests are started before a turn, so that receivers work
+ * while the database does.  Claims are large and rare (at least half a
+ * lane's target), results are recorded in batches (within RESULT_DELAY).
+ *
+ * Plans.  Queue statements are generic plans, kept, made with the planner
+ * methods that only pay off on a small table disabled (see queue_plan_off):
+ * the queue's statistics are nearly always stale, and a plan made for an
+ * empty queue was quadratic against a flood.  Rows the worker holds are
+ * found again by the ctid its claim wrote (TID scans, checked by id).
  * Claimed rows whose worker died become claimable again when the lease
  * expires; a starting worker releases its predecessor's leases at once (a
  * database has one deliver worker).
