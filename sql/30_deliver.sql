@@ -61,7 +61,9 @@ SELECT jsonb_pretty(odoo_sync.cloudevent(e)) FROM odoo_sync.event e
  WHERE id = '00000000-0000-4000-8000-000000000001';
 SELECT odoo_sync.traceparent(e) FROM odoo_sync.event e ORDER BY seq LIMIT 3;
 
--- replay bookkeeping
+-- replay bookkeeping; events still pending at an endpoint are not queued
+-- there twice (001 and the replayed ones are pending: 0), 005 is not pending
+-- at billing (1)
 SELECT odoo_sync.redeliver('00000000-0000-4000-8000-000000000001');
 SELECT odoo_sync.redeliver('00000000-0000-4000-8000-000000000005', 'billing');
 SELECT odoo_sync.redeliver('00000000-0000-4000-8000-0000000000ff');

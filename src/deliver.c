@@ -11,9 +11,18 @@
  *
  * Turn.  Each turn of the loop, in one short transaction: record the results
  * of the requests that finished, persist circuit breaker changes, and claim
- * more work (UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)),
- * which moves next_at to a lease expiry.  The transaction commits, then the
- * requests are started; no transaction or snapshot is held while HTTP runs.
+ * more work (lock with SELECT ... FOR UPDATE SKIP LOCKED, then an UPDATE by
+ * ctid that moves next_at to a lease expiry).  The transaction commits, then
+ * the requests are started; no transaction or snapshot is held while HTTP
+ * runs.  Queued requests are started before a turn, so that receivers work
+ * while the database does.  Claims are large and rare (at least half a
+ * lane's target), results are recorded in batches (within RESULT_DELAY).
+ *
+ * Plans.  Queue statements are generic plans, kept, made with the planner
+ * methods that only pay off on a small table disabled (see queue_plan_off):
+ * the queue's statistics are nearly always stale, and a plan made for an
+ * empty queue was quadratic against a flood.  Rows the worker holds are
+ * found again by the ctid its claim wrote (TID scans, checked by id).
  * Claimed rows whose worker died become claimable again when the lease
  * expires; a starting worker releases its predecessor's leases at once (a
  * database has one deliver worker).
@@ -75,6 +84,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "utils/uuid.h"
 
 #include "odoo_sync.h"
 #include "deliver.h"
@@ -89,10 +99,15 @@ static const char *const lane_names[NLANES] = {"critical", "bulk"};
 
 #define KEY_MAX 512
 #define CLAIM_MAX 5000
+#define CLAIM_MIN 512
 
-/* results are recorded at once past this many, else within RESULT_DELAY */
+/*
+ * Results are recorded at once past this many, else within RESULT_DELAY
+ * (sooner when nothing else is running): a successor in an aggregate waits
+ * for its predecessor to be recorded, and each turn costs a transaction.
+ */
 #define RESULT_BATCH 256
-#define RESULT_DELAY_US 2000
+#define RESULT_DELAY_US 10000
 
 typedef enum Circuit
 {
@@ -105,6 +120,7 @@ static const char *const circuit_names[] = {"closed", "open", "half_open"};
 typedef struct DItem
 {
 	int64		id;
+	ItemPointerData tid;		/* the row version the claim wrote */
 	int32		attempts;
 	TimestampTz created_at;
 	char		event_id[40];
@@ -137,6 +153,7 @@ typedef struct Endpoint
 	double		rate_limit;		/* 0 = none */
 	int			max_attempts;
 	int64		max_age_ms;
+	char		max_age_text[64];	/* as written, for error texts */
 	int64		backoff_base_ms;
 	int64		backoff_max_ms;
 	int			breaker_threshold;
@@ -151,6 +168,7 @@ typedef struct Endpoint
 	int			active[NLANES]; /* requests in flight */
 	int			active_items[NLANES];
 	bool		want_claim[NLANES];
+	bool		results_waiting[NLANES];	/* results not yet recorded */
 	TimestampTz next_due[NLANES];	/* 0 = none known */
 	TimestampTz *due[NLANES];	/* retry times this worker scheduled */
 	int			ndue[NLANES];
@@ -161,6 +179,7 @@ typedef struct Endpoint
 	bool		state_dirty;
 	double		tokens;
 	TimestampTz tokens_at;
+	int64		request_us;		/* moving average of request durations, 0 = none yet */
 } Endpoint;
 
 typedef struct Send
@@ -183,6 +202,7 @@ typedef struct Results
 	Datum	   *ok_id;
 	Datum	   *ok_status;
 	Datum	   *ok_at;
+	ItemPointerData *ok_tid;
 	int			n_fail;
 	int			cap_fail;
 	Datum	   *f_id;
@@ -191,9 +211,11 @@ typedef struct Results
 	Datum	   *f_excerpt;
 	Datum	   *f_at;
 	Datum	   *f_retry;
+	ItemPointerData *f_tid;
 	int			n_rel;
 	int			cap_rel;
 	Datum	   *rel_id;
+	ItemPointerData *rel_tid;
 } Results;
 
 static MemoryContext DeliverContext = NULL;
@@ -207,8 +229,12 @@ static TimestampTz reload_at = 0;
 static TimestampTz last_sweep = 0;	/* last claim over every endpoint */	/* an endpoint reload is due then */
 
 static SPIPlanPtr plan_claim = NULL;
+static SPIPlanPtr plan_lease = NULL;
+static SPIPlanPtr plan_claimed_events = NULL;
 static SPIPlanPtr plan_ok = NULL;
+static SPIPlanPtr plan_ok_by_id = NULL;
 static SPIPlanPtr plan_fail = NULL;
+static SPIPlanPtr plan_fail_by_id = NULL;
 static SPIPlanPtr plan_release = NULL;
 static SPIPlanPtr plan_state = NULL;
 
@@ -300,6 +326,28 @@ grow(Datum **arr, int *cap, int need)
 		MemoryContextAlloc(DeliverContext, sizeof(Datum) * *cap);
 }
 
+/* same for the ctid arrays (kept in step with the Datum arrays) */
+static void
+grow_tid(ItemPointerData **arr, int oldcap, int cap)
+{
+	if (cap <= oldcap && *arr != NULL)
+		return;
+	*arr = *arr ? repalloc(*arr, sizeof(ItemPointerData) * cap) :
+		MemoryContextAlloc(DeliverContext, sizeof(ItemPointerData) * cap);
+}
+
+/* a tid[] of n items (pointing into tids, which must outlive it) */
+static ArrayType *
+make_tid_array(ItemPointerData *tids, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = PointerGetDatum(&tids[i]);
+	return construct_array(d, n, TIDOID, sizeof(ItemPointerData), false,
+						   TYPALIGN_SHORT);
+}
+
 static void
 free_item(DItem *it)
 {
@@ -373,20 +421,53 @@ make_array(Datum *d, int n, Oid type)
 }
 
 /*
- * run_plan_opts
- *		Prepares sql once (kept across transactions) and executes it.
- *		cursor_options may ask for CURSOR_OPT_CUSTOM_PLAN: planned again at
- *		each execution with the queue as it is then.
+ * Planner methods the queue statements are planned without.  The queue's
+ * statistics are nearly always wrong (a flood arrives within a second;
+ * analyze may last have seen the queue empty), and a plan chosen for an
+ * empty queue (sequential scans, sorts, hash joins, a whole index walked
+ * as a stand-in for a sequential scan) is quadratic against a flood: one
+ * claim ran for minutes with 100k rows queued.  Without these methods, the
+ * plans are the same whatever the statistics say: the lane's partial index
+ * in (id + 0) order, predecessor checks as index probes, rows found by
+ * ctid or primary key; their cost follows the rows touched, not the
+ * queue's length.  (enable_sort stays on: with it off, a 500-row claim of
+ * the same shape ran 400 ms instead of 6 ms.)
+ */
+static const char *const queue_plan_off[] = {
+	"enable_seqscan", "enable_bitmapscan", "enable_hashjoin", "enable_mergejoin"
+};
+
+/*
+ * Statements that find queue rows by ctid (the versions the claim wrote)
+ * leave the planner nothing but a TID scan: with stale statistics an index
+ * walked whole with the ctid list as a filter looked cheaper.
+ */
+static const char *const tid_plan_off[] = {
+	"enable_seqscan", "enable_bitmapscan", "enable_indexscan",
+	"enable_indexonlyscan", "enable_hashjoin", "enable_mergejoin"
+};
+
+/*
+ * run_plan
+ *		Prepares sql once as a generic plan (kept across transactions; planned
+ *		again only when the plan cache invalidates it) and executes it, with
+ *		queue_plan_off in force for that statement.  Planning afresh at every
+ *		turn (custom plans) cost a quarter of the worker's time.
  */
 static void
-run_plan_opts(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types,
-			  Datum *values, int expect, int cursor_options)
+run_plan_with(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types,
+			  Datum *values, int expect, const char *const *off, int noff)
 {
 	int			rc;
+	int			level = NewGUCNestLevel();
 
+	for (int i = 0; i < noff; i++)
+		(void) set_config_option(off[i], "off", PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	if (*plan == NULL)
 	{
-		SPIPlanPtr	p = SPI_prepare_cursor(sql, nargs, types, cursor_options);
+		SPIPlanPtr	p = SPI_prepare_cursor(sql, nargs, types,
+										   CURSOR_OPT_GENERIC_PLAN);
 
 		if (p == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -396,13 +477,25 @@ run_plan_opts(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types,
 	rc = SPI_execute_plan(*plan, values, NULL, false, 0);
 	if (rc != expect)
 		elog(ERROR, "SPI_execute_plan returned %s", SPI_result_code_string(rc));
+	AtEOXact_GUC(true, level);
 }
 
+/* a statement on the queue found by key (queue_plan_off) */
 static void
 run_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types,
 		 Datum *values, int expect)
 {
-	run_plan_opts(plan, sql, nargs, types, values, expect, 0);
+	run_plan_with(plan, sql, nargs, types, values, expect,
+				  queue_plan_off, lengthof(queue_plan_off));
+}
+
+/* a statement on queue rows found by ctid only (tid_plan_off) */
+static void
+run_tid_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types,
+			 Datum *values, int expect)
+{
+	run_plan_with(plan, sql, nargs, types, values, expect,
+				  tid_plan_off, lengthof(tid_plan_off));
 }
 
 /* ------------------------------------------------------------------ */
@@ -443,7 +536,7 @@ load_endpoints(bool first)
 					 " e.verify_tls, s.secret,"
 					 " (SELECT string_agg(key || ': ' || value, E'\\n')"
 					 "    FROM pg_catalog.jsonb_each_text(e.headers)),"
-					 " st.circuit, st.failures, st.opened_at"
+					 " st.circuit, st.failures, st.opened_at, e.max_age::text"
 					 " FROM odoo_sync.endpoint e"
 					 " LEFT JOIN odoo_sync._endpoint_secret s ON s.endpoint_id = e.id"
 					 " LEFT JOIN odoo_sync.endpoint_state st ON st.endpoint_id = e.id"
@@ -519,6 +612,8 @@ load_endpoints(bool first)
 		ep->rate_limit = DatumGetFloat8(SPI_getbinval(tup, td, 9, &isnull));
 		ep->max_attempts = DatumGetInt32(SPI_getbinval(tup, td, 10, &isnull));
 		ep->max_age_ms = DatumGetInt64(SPI_getbinval(tup, td, 11, &isnull));
+		s = SPI_getvalue(tup, td, 22);
+		strlcpy(ep->max_age_text, s ? s : "?", sizeof(ep->max_age_text));
 		ep->backoff_base_ms = DatumGetInt64(SPI_getbinval(tup, td, 12, &isnull));
 		ep->backoff_max_ms = DatumGetInt64(SPI_getbinval(tup, td, 13, &isnull));
 		ep->breaker_threshold = DatumGetInt32(SPI_getbinval(tup, td, 14, &isnull));
@@ -584,7 +679,7 @@ load_endpoints(bool first)
 /* results */
 
 static void
-add_ok(int64 id, long status, TimestampTz at)
+add_ok(DItem *it, long status, TimestampTz at)
 {
 	Results    *r = &results;
 	int			n = r->n_ok + 1;
@@ -595,15 +690,17 @@ add_ok(int64 id, long status, TimestampTz at)
 	grow(&r->ok_status, &c, n);
 	c = r->cap_ok;
 	grow(&r->ok_at, &c, n);
+	grow_tid(&r->ok_tid, r->cap_ok, c);
 	r->cap_ok = c;
-	r->ok_id[r->n_ok] = Int64GetDatum(id);
+	r->ok_tid[r->n_ok] = it->tid;
+	r->ok_id[r->n_ok] = Int64GetDatum(it->id);
 	r->ok_status[r->n_ok] = Int32GetDatum((int32) status);
 	r->ok_at[r->n_ok] = TimestampTzGetDatum(at);
 	r->n_ok = n;
 }
 
 static void
-add_fail(int64 id, long status, const char *error, const char *excerpt,
+add_fail(DItem *it, long status, const char *error, const char *excerpt,
 		 TimestampTz at, TimestampTz retry_at)
 {
 	Results    *r = &results;
@@ -623,8 +720,10 @@ add_fail(int64 id, long status, const char *error, const char *excerpt,
 	grow(&r->f_at, &c, n);
 	c = r->cap_fail;
 	grow(&r->f_retry, &c, n);
+	grow_tid(&r->f_tid, r->cap_fail, c);
 	r->cap_fail = c;
-	r->f_id[r->n_fail] = Int64GetDatum(id);
+	r->f_tid[r->n_fail] = it->tid;
+	r->f_id[r->n_fail] = Int64GetDatum(it->id);
 	r->f_status[r->n_fail] = Int32GetDatum((int32) status);
 	r->f_error[r->n_fail] = text_datum(error ? error : "");
 	r->f_excerpt[r->n_fail] = text_datum(excerpt ? excerpt : "");
@@ -635,14 +734,16 @@ add_fail(int64 id, long status, const char *error, const char *excerpt,
 }
 
 static void
-add_release(int64 id)
+add_release(DItem *it)
 {
 	Results    *r = &results;
 	int			c = r->cap_rel;
 
 	grow(&r->rel_id, &c, r->n_rel + 1);
+	grow_tid(&r->rel_tid, r->cap_rel, c);
 	r->cap_rel = c;
-	r->rel_id[r->n_rel++] = Int64GetDatum(id);
+	r->rel_tid[r->n_rel] = it->tid;
+	r->rel_id[r->n_rel++] = Int64GetDatum(it->id);
 }
 
 /* queued (claimed, not sent) items go back to the table */
@@ -655,12 +756,22 @@ release_queued(Endpoint *ep)
 
 		while ((it = queue_pop(&ep->queue[l])) != NULL)
 		{
-			add_release(it->id);
+			add_release(it);
 			free_item(it);
 		}
 	}
 }
 
+/*
+ * record_results
+ *		Records the results waiting, one statement per kind.  Rows are found
+ *		by the ctid the claim gave them (a TID scan: no index descent, and no
+ *		plan that walks the queue, whatever its statistics say), checked by
+ *		id (a ctid may have been reused by another row).  A row whose ctid
+ *		no longer matches (someone else updated it since the claim) is
+ *		looked up again by id: the same statement keyed on id only, run only
+ *		when the first one missed rows.
+ */
 static void
 record_results(void)
 {
@@ -668,58 +779,79 @@ record_results(void)
 
 	if (r->n_ok > 0)
 	{
-		Oid			types[3] = {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID};
-		Datum		values[3];
+		Oid			types[4] = {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID,
+		TIDARRAYOID};
+		Datum		values[4];
 
+#define RECORD_OK(COND) \
+				 "WITH d AS (DELETE FROM odoo_sync.delivery d" \
+				 "   USING unnest($1, $2, $3, $4) AS u(id, status, at, tid) WHERE " COND \
+				 "   RETURNING d.*, u.status AS st, u.at AS fin)" \
+				 " INSERT INTO odoo_sync.delivery_done" \
+				 " (id, endpoint_id, event_id, state, lane, attempts, status," \
+				 "  event_at, created_at, finished_at, request_id)" \
+				 " SELECT id, endpoint_id, event_id, 'delivered', lane, attempts, st," \
+				 "  event_at, created_at, fin, request_id FROM d"
 		values[0] = PointerGetDatum(make_array(r->ok_id, r->n_ok, INT8OID));
 		values[1] = PointerGetDatum(make_array(r->ok_status, r->n_ok, INT4OID));
 		values[2] = PointerGetDatum(make_array(r->ok_at, r->n_ok, TIMESTAMPTZOID));
-		run_plan(&plan_ok,
-				 "WITH u AS (SELECT * FROM unnest($1, $2, $3) AS u(id, status, at)),"
-				 " d AS (DELETE FROM odoo_sync.delivery d USING u WHERE d.id = u.id"
-				 "       RETURNING d.*, u.status AS st, u.at AS fin)"
-				 " INSERT INTO odoo_sync.delivery_done"
-				 " (id, endpoint_id, event_id, state, lane, attempts, status,"
-				 "  event_at, created_at, finished_at, request_id)"
-				 " SELECT id, endpoint_id, event_id, 'delivered', lane, attempts, st,"
-				 "  event_at, created_at, fin, request_id FROM d",
-				 3, types, values, SPI_OK_INSERT);
+		values[3] = PointerGetDatum(make_tid_array(r->ok_tid, r->n_ok));
+		run_tid_plan(&plan_ok, RECORD_OK("d.ctid = u.tid AND d.id = u.id"),
+				 4, types, values, SPI_OK_INSERT);
+		if (SPI_processed < (uint64) r->n_ok)
+			run_plan(&plan_ok_by_id, RECORD_OK("d.id = u.id AND u.tid IS NOT NULL"),
+					 4, types, values, SPI_OK_INSERT);
+#undef RECORD_OK
 		r->n_ok = 0;
 	}
 	if (r->n_fail > 0)
 	{
-		Oid			types[6] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
-		TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
-		Datum		values[6];
+		Oid			types[7] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TIDARRAYOID};
+		Datum		values[7];
 
+		/*
+		 * One statement ending in the number of attempts recorded, so that
+		 * a miss by ctid is seen.
+		 */
+#define RECORD_FAIL(COND) \
+				 "WITH u AS (SELECT id, nullif(status, 0) AS status," \
+				 "    nullif(error, '') AS error, nullif(excerpt, '') AS excerpt, at," \
+				 "    CASE WHEN retry_at = 'infinity' THEN NULL ELSE retry_at END AS retry_at" \
+				 "    , tid FROM unnest($1, $2, $3, $4, $5, $6, $7)" \
+				 "     AS u(id, status, error, excerpt, at, retry_at, tid))," \
+				 " q AS (SELECT d.*, d.ctid AS row_tid, u.status AS st, u.error AS er," \
+				 "   u.excerpt AS ex, u.at AS fin, u.retry_at" \
+				 "   FROM u JOIN odoo_sync.delivery d ON " COND ")," \
+				 " a AS (INSERT INTO odoo_sync.delivery_attempt" \
+				 "   SELECT q.id, q.endpoint_id, q.event_id, q.attempts, q.st," \
+				 "          q.er, q.fin, q.retry_at FROM q RETURNING 1)," \
+				 " r AS (UPDATE odoo_sync.delivery d SET next_at = q.retry_at," \
+				 "   leased_by = NULL, last_status = q.st, last_error = q.er" \
+				 "   FROM q WHERE d.ctid = q.row_tid AND q.retry_at IS NOT NULL)," \
+				 " x AS (DELETE FROM odoo_sync.delivery d USING q" \
+				 "   WHERE d.ctid = q.row_tid AND q.retry_at IS NULL RETURNING q.*)," \
+				 " y AS (INSERT INTO odoo_sync.delivery_done" \
+				 " (id, endpoint_id, event_id, state, lane, attempts, status, error," \
+				 "  response_excerpt, event_at, created_at, finished_at, request_id)" \
+				 " SELECT id, endpoint_id, event_id, 'dead', lane, attempts, st, er, ex," \
+				 "  event_at, created_at, fin, request_id FROM x)" \
+				 " SELECT count(*) FROM a"
 		values[0] = PointerGetDatum(make_array(r->f_id, r->n_fail, INT8OID));
 		values[1] = PointerGetDatum(make_array(r->f_status, r->n_fail, INT4OID));
 		values[2] = PointerGetDatum(make_array(r->f_error, r->n_fail, TEXTOID));
 		values[3] = PointerGetDatum(make_array(r->f_excerpt, r->n_fail, TEXTOID));
 		values[4] = PointerGetDatum(make_array(r->f_at, r->n_fail, TIMESTAMPTZOID));
 		values[5] = PointerGetDatum(make_array(r->f_retry, r->n_fail, TIMESTAMPTZOID));
-		run_plan(&plan_fail,
-				 "WITH u AS (SELECT id, nullif(status, 0) AS status,"
-				 "    nullif(error, '') AS error, nullif(excerpt, '') AS excerpt, at,"
-				 "    CASE WHEN retry_at = 'infinity' THEN NULL ELSE retry_at END AS retry_at"
-				 "   FROM unnest($1, $2, $3, $4, $5, $6)"
-				 "     AS u(id, status, error, excerpt, at, retry_at)),"
-				 " a AS (INSERT INTO odoo_sync.delivery_attempt"
-				 "   SELECT d.id, d.endpoint_id, d.event_id, d.attempts, u.status,"
-				 "          u.error, u.at, u.retry_at"
-				 "     FROM odoo_sync.delivery d JOIN u ON u.id = d.id),"
-				 " r AS (UPDATE odoo_sync.delivery d SET next_at = u.retry_at,"
-				 "   leased_by = NULL, last_status = u.status, last_error = u.error"
-				 "   FROM u WHERE d.id = u.id AND u.retry_at IS NOT NULL),"
-				 " x AS (DELETE FROM odoo_sync.delivery d USING u"
-				 "   WHERE d.id = u.id AND u.retry_at IS NULL"
-				 "   RETURNING d.*, u.status AS st, u.error AS er, u.excerpt AS ex, u.at AS fin)"
-				 " INSERT INTO odoo_sync.delivery_done"
-				 " (id, endpoint_id, event_id, state, lane, attempts, status, error,"
-				 "  response_excerpt, event_at, created_at, finished_at, request_id)"
-				 " SELECT id, endpoint_id, event_id, 'dead', lane, attempts, st, er, ex,"
-				 "  event_at, created_at, fin, request_id FROM x",
-				 6, types, values, SPI_OK_INSERT);
+		values[6] = PointerGetDatum(make_tid_array(r->f_tid, r->n_fail));
+		run_tid_plan(&plan_fail, RECORD_FAIL("d.ctid = u.tid AND d.id = u.id"),
+				 7, types, values, SPI_OK_SELECT);
+		if (SPI_processed != 1 ||
+			DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										1, &(bool){false})) < r->n_fail)
+			run_plan(&plan_fail_by_id, RECORD_FAIL("d.id = u.id AND u.tid IS NOT NULL"),
+					 7, types, values, SPI_OK_SELECT);
+#undef RECORD_FAIL
 		for (int i = 0; i < r->n_fail; i++)
 		{
 			pfree(DatumGetPointer(r->f_error[i]));
@@ -729,14 +861,17 @@ record_results(void)
 	}
 	if (r->n_rel > 0)
 	{
-		Oid			types[1] = {INT8ARRAYOID};
-		Datum		values[1];
+		Oid			types[2] = {INT8ARRAYOID, TIDARRAYOID};
+		Datum		values[2];
 
 		values[0] = PointerGetDatum(make_array(r->rel_id, r->n_rel, INT8OID));
+		values[1] = PointerGetDatum(make_tid_array(r->rel_tid, r->n_rel));
+		/* rare (breaker, disabled endpoint): by id */
 		run_plan(&plan_release,
 				 "UPDATE odoo_sync.delivery SET next_at = now(), leased_by = NULL,"
-				 " attempts = greatest(attempts - 1, 0) WHERE id = ANY ($1)",
-				 1, types, values, SPI_OK_UPDATE);
+				 " attempts = greatest(attempts - 1, 0) WHERE id = ANY ($1)"
+				 " AND $2 IS NOT NULL",
+				 2, types, values, SPI_OK_UPDATE);
 		r->n_rel = 0;
 	}
 }
@@ -842,12 +977,52 @@ can_claim(Endpoint *ep, TimestampTz now)
 	return true;
 }
 
+static int	claim_room(Endpoint *ep, int lane);
+static int	claim_target(Endpoint *ep, int lane);
+
+/*
+ * claim_worthwhile
+ *		A claim for this lane would bring at least half its target, or fill
+ *		a dry local queue: claims are then few and large, not one per
+ *		finished request.
+ */
+static bool
+claim_worthwhile(Endpoint *ep, int lane)
+{
+	int			room = claim_room(ep, lane);
+
+	return room > 0 &&
+		(room >= claim_target(ep, lane) / 2 || queue_len(&ep->queue[lane]) == 0);
+}
+
+/*
+ * claim_target
+ *		How many items of a lane to hold (queued and in flight): four rounds
+ *		of requests; for an endpoint that answers fast, up to CLAIM_MIN, or
+ *		what it answers in a second, so that the cost of a claim (one
+ *		statement, one commit) is shared by many events while every item
+ *		is still sent well within its lease; two seconds' worth under a
+ *		rate limit.
+ */
+static int
+claim_target(Endpoint *ep, int lane)
+{
+	int			round = ep->batch_size * lane_cap(ep, lane);
+	int			target = round * 4;
+
+	if (ep->request_us > 0)
+		target = Max(target, (int) Min((int64) CLAIM_MIN,
+									   (int64) round * (1000000 / ep->request_us)));
+
+	if (ep->rate_limit > 0)
+		target = Min(target, ep->batch_size * Max(2, (int) (ep->rate_limit * 2)));
+	return Min(target, CLAIM_MAX);
+}
+
 /* how many items to claim for a lane now */
 static int
 claim_room(Endpoint *ep, int lane)
 {
-	int			target;
-
 	if (ep->circuit == CIRCUIT_HALF_OPEN)
 	{
 		if (ep->probe_in_flight)
@@ -857,11 +1032,8 @@ claim_room(Endpoint *ep, int lane)
 				return 0;
 		return 1;
 	}
-	target = ep->batch_size * lane_cap(ep, lane) * 4;
-	if (ep->rate_limit > 0)
-		target = Min(target, ep->batch_size * Max(2, (int) (ep->rate_limit * 2)));
-	target = Min(target, CLAIM_MAX);
-	return target - queue_len(&ep->queue[lane]) - ep->active_items[lane];
+	return claim_target(ep, lane) - queue_len(&ep->queue[lane]) -
+		ep->active_items[lane];
 }
 
 /*
@@ -963,6 +1135,7 @@ build_cloudevent(DItem *it, HeapTuple tup, TupleDesc td)
 	pfree(b.data);
 }
 
+
 /*
  * claim_many
  *		Claims work for every (endpoint, lane) listed, in one statement
@@ -1010,20 +1183,17 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 	 * that order, so the planner never walks the queue by id filtering on
 	 * the endpoint.
 	 *
-	 * The claimed ids reach the UPDATE as an array: LIMIT x.lim is unknown
-	 * at plan time, so the planner guessed thousands of claimed rows and
-	 * hash-joined them with sequential scans of the whole queue and of the
-	 * event log; = ANY (ARRAY(...)) is planned as a few primary key lookups.
-	 *
-	 * Always a custom plan: a generic plan made while the queue was nearly
-	 * empty (a sequential scan and sort, the predecessor check as a
-	 * sequential scan) stays cached until the next analyze, and run against
-	 * a flood that just arrived it is quadratic (one claim ran for minutes
-	 * with 100k rows queued).  Planning costs about a millisecond per turn.
+	 * Three statements, each one generic plan kept (see run_plan): the
+	 * lock (this one, returning the ctids of the rows locked), the lease (an
+	 * UPDATE by those ctids: a TID scan, planned with every other scan
+	 * disabled, so that it never walks an index filtering on a list, as a
+	 * plan made on an empty queue did: 180 ms per claim with 100k rows
+	 * queued), and the events' content (primary key lookups).  The rows
+	 * stay locked by this transaction in between, so their ctids hold.
 	 */
 #define CLAIM_LANE(L) \
-			 " SELECT q.id FROM x CROSS JOIN LATERAL (" \
-			 "   SELECT q.id FROM odoo_sync.delivery q" \
+			 " SELECT q.ctid AS tid FROM x CROSS JOIN LATERAL (" \
+			 "   SELECT q.ctid FROM odoo_sync.delivery q" \
 			 "    WHERE q.endpoint_id = x.ep AND q.lane = '" L "' AND q.next_at <= now()" \
 			 "      AND (NOT q.ordered OR NOT EXISTS (" \
 			 "        SELECT 1 FROM odoo_sync.delivery p" \
@@ -1035,28 +1205,84 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 			 "    FOR UPDATE SKIP LOCKED) q" \
 			 "  WHERE x.lane = '" L "'"
 	StaticAssertStmt(NLANES == 2, "the claim has one branch per lane");
-	run_plan_opts(&plan_claim,
-			 "WITH x AS (SELECT * FROM unnest($1, $2, $3, $4) AS x(ep, lane, lim, lease)),"
-			 " s AS ("
-			 CLAIM_LANE("critical")
-			 " UNION ALL"
-			 CLAIM_LANE("bulk")
-			 " ),"
-			 " c AS ("
-			 " UPDATE odoo_sync.delivery d"
-			 "    SET next_at = now() + x.lease * interval '1 millisecond',"
-			 "        attempts = d.attempts + 1, leased_by = $5"
-			 "   FROM x WHERE d.id = ANY (ARRAY(SELECT s.id FROM s))"
-			 "    AND x.ep = d.endpoint_id AND x.lane = d.lane"
-			 "  RETURNING d.id, d.endpoint_id, d.lane, d.attempts, d.created_at, d.event_id)"
-			 " SELECT c.endpoint_id, c.lane, c.id, c.attempts, c.created_at, c.event_id::text,"
-			 "        e.id IS NOT NULL, e.source, e.type, e.aggregate_type, e.aggregate_id,"
-			 "        coalesce(e.commit_time, e.captured_at), e.aggregate_seq,"
-			 "        e.correlation_id, e.lane, e.payload::text"
-			 "   FROM c LEFT JOIN odoo_sync.event e ON e.id = c.event_id"
-			 "  ORDER BY e.seq",
-			 5, types, values, SPI_OK_SELECT, CURSOR_OPT_CUSTOM_PLAN);
+	run_plan_with(&plan_claim,
+				  "WITH x AS (SELECT * FROM unnest($1, $2, $3, $4) AS x(ep, lane, lim, lease)),"
+				  " s AS ("
+				  CLAIM_LANE("critical")
+				  " UNION ALL"
+				  CLAIM_LANE("bulk")
+				  " )"
+				  " SELECT ARRAY(SELECT s.tid FROM s)",
+				  5, types, values, SPI_OK_SELECT, queue_plan_off, lengthof(queue_plan_off));
 #undef CLAIM_LANE
+	if (SPI_processed != 1)
+		elog(ERROR, "the claim returned " UINT64_FORMAT " rows", SPI_processed);
+	values[4] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &(bool){false});
+	if (ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(values[4])),
+					   ARR_DIMS(DatumGetArrayTypeP(values[4]))) == 0)
+		return;
+	{
+		Oid			ltypes[6] = {INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+		INT8ARRAYOID, TIDARRAYOID, INT4OID};
+		Datum		lvalues[6];
+
+		memcpy(lvalues, values, sizeof(Datum) * 5);
+		lvalues[5] = Int32GetDatum(MyProcPid);
+		run_plan_with(&plan_lease,
+					  "WITH x AS (SELECT * FROM unnest($1, $2, $3, $4) AS x(ep, lane, lim, lease))"
+					  " UPDATE odoo_sync.delivery d"
+					  "    SET next_at = now() + x.lease * interval '1 millisecond',"
+					  "        attempts = d.attempts + 1, leased_by = $6"
+					  "   FROM x WHERE d.ctid = ANY ($5)"
+					  "    AND x.ep = d.endpoint_id AND x.lane = d.lane"
+					  "  RETURNING d.endpoint_id, d.lane, d.id, d.attempts, d.created_at,"
+					  "            d.event_id, d.ctid",
+					  6, ltypes, lvalues, SPI_OK_UPDATE_RETURNING,
+					  tid_plan_off, lengthof(tid_plan_off));
+	}
+	rows = SPI_processed;
+	if (rows == 0)
+		return;
+	{
+		Oid			etypes[7] = {INT4ARRAYOID, TEXTARRAYOID, INT8ARRAYOID,
+		INT4ARRAYOID, TIMESTAMPTZARRAYOID, UUIDARRAYOID, TIDARRAYOID};
+		Datum		evalues[7];
+		Datum	   *cols[7];
+		Oid			elem[7] = {INT4OID, TEXTOID, INT8OID, INT4OID, TIMESTAMPTZOID,
+		UUIDOID, TIDOID};
+
+		for (int c = 0; c < 7; c++)
+		{
+			cols[c] = palloc(sizeof(Datum) * rows);
+			for (uint64 r = 0; r < rows; r++)
+				cols[c][r] = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc,
+										   c + 1, &(bool){false});
+		}
+		for (int c = 0; c < 7; c++)
+		{
+			if (elem[c] == UUIDOID)
+				evalues[c] = PointerGetDatum(construct_array(cols[c], rows, UUIDOID,
+															 UUID_LEN, false, TYPALIGN_CHAR));
+			else if (elem[c] == TIDOID)
+				evalues[c] = PointerGetDatum(construct_array(cols[c], rows, TIDOID,
+															 sizeof(ItemPointerData), false,
+															 TYPALIGN_SHORT));
+			else
+				evalues[c] = PointerGetDatum(make_array(cols[c], rows, elem[c]));
+		}
+		run_plan_with(&plan_claimed_events,
+					  "SELECT c.endpoint_id, c.lane, c.id, c.attempts, c.created_at,"
+					  "       c.event_id::text,"
+					  "       e.id IS NOT NULL, e.source, e.type, e.aggregate_type, e.aggregate_id,"
+					  "       coalesce(e.commit_time, e.captured_at), e.aggregate_seq,"
+					  "       e.correlation_id, e.lane, e.payload::text, c.ctid"
+					  "  FROM unnest($1, $2, $3, $4, $5, $6, $7)"
+					  "       AS c(endpoint_id, lane, id, attempts, created_at, event_id, ctid)"
+					  "  LEFT JOIN odoo_sync.event e ON e.id = c.event_id"
+					  " ORDER BY e.seq",
+					  7, etypes, evalues, SPI_OK_SELECT,
+					  queue_plan_off, lengthof(queue_plan_off));
+	}
 	rows = SPI_processed;
 	for (uint64 r = 0; r < rows; r++)
 	{
@@ -1082,6 +1308,8 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 		it = MemoryContextAllocZero(DeliverContext, sizeof(DItem));
 		it->id = DatumGetInt64(SPI_getbinval(tup, td, 3, &isnull));
 		it->attempts = DatumGetInt32(SPI_getbinval(tup, td, 4, &isnull));
+		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(tup, td, 17, &isnull)),
+						&it->tid);
 		it->created_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 5, &isnull));
 		s = SPI_getvalue(tup, td, 6);
 		strlcpy(it->event_id, s, sizeof(it->event_id));
@@ -1116,6 +1344,14 @@ db_turn(TimestampTz now, bool reload)
 	if (reload)
 		load_endpoints(endpoints_loaded_at == 0);
 	record_results();
+	/* successors of what was just recorded may be claimable now */
+	for (int i = 0; i < nendpoints; i++)
+		for (int l = 0; l < NLANES; l++)
+			if (endpoints[i]->results_waiting[l])
+			{
+				endpoints[i]->results_waiting[l] = false;
+				endpoints[i]->want_claim[l] = true;
+			}
 	persist_states();
 
 	{
@@ -1137,9 +1373,9 @@ db_turn(TimestampTz now, bool reload)
 					continue;
 				if (!can_claim(ep, now))
 					continue;
-				room = claim_room(ep, lane);
-				if (room <= 0)
+				if (!claim_worthwhile(ep, lane))
 					continue;
+				room = claim_room(ep, lane);
 				eps[n] = ep;
 				lanes[n] = lane;
 				limits[n] = room;
@@ -1250,7 +1486,18 @@ start_send(Endpoint *ep, int lane, TimestampTz now)
 		if (it->json == NULL)
 		{
 			/* the event was purged: nothing to send */
-			add_fail(it->id, 0, "event no longer exists", NULL, now, DT_NOEND);
+			add_fail(it, 0, "event no longer exists", NULL, now, DT_NOEND);
+			free_item(it);
+			continue;
+		}
+		if (now > it->created_at + ep->max_age_ms * 1000)
+		{
+			/* waited past max_age (behind an open circuit, a pause...) */
+			char	   *why = psprintf("older than max_age (%s) when its turn came; not sent",
+									   ep->max_age_text);
+
+			add_fail(it, 0, why, NULL, now, DT_NOEND);
+			pfree(why);
 			free_item(it);
 			continue;
 		}
@@ -1439,8 +1686,13 @@ finish_send(Send *s)
 
 	ep->active[s->lane]--;
 	ep->active_items[s->lane] -= s->nitems;
-	for (int l = 0; l < NLANES; l++)
-		ep->want_claim[l] = true;	/* successors may now be due */
+	{
+		int64		took = Max(req->finished_at - req->started_at, 1);
+
+		ep->request_us = ep->request_us == 0 ? took :
+			(ep->request_us * 7 + took) / 8;
+	}
+	ep->results_waiting[s->lane] = true;
 	if (s->probe)
 		ep->probe_in_flight = false;
 
@@ -1466,7 +1718,7 @@ finish_send(Send *s)
 		DItem	   *it = s->items[i];
 
 		if (ok)
-			add_ok(it->id, req->status, now);
+			add_ok(it, req->status, now);
 		else
 		{
 			TimestampTz retry_at = DT_NOEND;
@@ -1481,7 +1733,7 @@ finish_send(Send *s)
 				if (retry_at > it->created_at + ep->max_age_ms * 1000)
 					retry_at = DT_NOEND;
 			}
-			add_fail(it->id, req->status, errbuf, excerpt, now, retry_at);
+			add_fail(it, req->status, errbuf, excerpt, now, retry_at);
 			if (retry_at != DT_NOEND)
 				due_push(ep, s->lane, retry_at);
 		}
@@ -1559,13 +1811,6 @@ results_due(TimestampTz now)
 		http_running() == 0;
 }
 
-/* a lane's local queue holds less than one round of requests */
-static bool
-queue_low(Endpoint *ep, int lane)
-{
-	return queue_len(&ep->queue[lane]) < lane_cap(ep, lane) * ep->batch_size;
-}
-
 static bool
 any_claim_wanted(TimestampTz now)
 {
@@ -1584,9 +1829,9 @@ any_claim_wanted(TimestampTz now)
 			continue;
 		}
 		for (int l = 0; l < NLANES; l++)
-			if (((ep->want_claim[l] && queue_low(ep, l)) ||
+			if ((ep->want_claim[l] ||
 				 (ep->next_due[l] != 0 && ep->next_due[l] <= now)) &&
-				claim_room(ep, l) > 0)
+				claim_worthwhile(ep, l))
 				return true;
 	}
 	return false;
@@ -1668,6 +1913,12 @@ odoo_sync_deliver_main(Datum main_arg)
 		}
 		if (reload || results_due(now) || any_claim_wanted(now))
 		{
+			/*
+			 * Start what is queued locally first, and hand it to the
+			 * sockets: the receivers work while the database does.
+			 */
+			dispatch(now);
+			http_kick();
 			first_result_at = 0;
 			if (!db_turn(now, reload))
 			{
@@ -1679,6 +1930,15 @@ odoo_sync_deliver_main(Datum main_arg)
 		now = GetCurrentTimestamp();
 		dispatch(now);
 
+		/* requests may have finished while curl was kicked: no waiting then */
+		if ((req = http_next_done()) != NULL)
+		{
+			do
+				finish_send((Send *) req->owner);
+			while ((req = http_next_done()) != NULL);
+			woken = false;
+			continue;
+		}
 		rc = http_wait(compute_timeout(GetCurrentTimestamp()));
 		woken = (rc & WL_LATCH_SET) != 0;
 		if (woken)

@@ -57,6 +57,7 @@ extern void http_init(int max_connections);
 extern void http_start(HttpRequest *req);
 extern void http_drop_connections(void);
 extern int	http_wait(long timeout_ms);
+extern void http_kick(void);
 extern HttpRequest *http_next_done(void);
 extern int	http_running(void);
 extern bool http_address_allowed(const struct sockaddr *sa, bool allow_private);

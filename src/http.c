@@ -419,6 +419,24 @@ http_wait(long timeout_ms)
 }
 
 /*
+ * http_kick
+ *		Lets curl send the requests just started (it does so when its timer
+ *		fires) without waiting: called before the worker turns to the
+ *		database, so that the requests travel meanwhile.
+ */
+void
+http_kick(void)
+{
+	if (multi == NULL || curl_timeout_ms < 0)
+		return;
+	if (GetCurrentTimestamp() - curl_timer_set_at >= curl_timeout_ms * 1000)
+	{
+		curl_timeout_ms = -1;
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &curl_running);
+	}
+}
+
+/*
  * http_next_done
  *		Returns a finished request (result filled in) or NULL.  Its easy
  *		handle goes back to the free list.

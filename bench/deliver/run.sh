@@ -141,6 +141,23 @@ rate() {
 		WHERE e.name = '$1' AND d.state = 'delivered'"
 }
 
+# cpu_snapshot: "pid ticks kind" for the processes of this cluster and of
+# this nginx (utime + stime in clock ticks, kind from the process title),
+# and "0 ticks machine" for the whole machine (both cores, other users too)
+cpu_snapshot() {
+	local p t k pm
+	pm=$(head -1 "$work/pg/data/postmaster.pid")
+	for p in $(pgrep -P "$pm") $(cat "$work/nginx/nginx.pid") $(pgrep -P "$(cat "$work/nginx/nginx.pid")"); do
+		[ -r "/proc/$p/stat" ] || continue
+		t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null) || continue
+		k=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | sed -E 's/^postgres: //;
+			s/^nginx.*/nginx/; s/^odoo_sync ([a-z]+).*/odoo_sync_\1/; s/^autovacuum worker.*/autovacuum/;
+			s/.*127\.0\.0\.1.*/backend/; s/ +$//' | tr ' ' '_' | cut -c1-30)
+		[ -n "$t" ] && echo "$p $t ${k:-other}"
+	done
+	awk '/^cpu / {print "0", $2 + $3 + $4 + $7 + $8, "machine"}' /proc/stat
+}
+
 # PERF=unbatched|batched: a perf profile of the deliver worker in that phase
 perf_start() {
 	[ "${PERF:-}" = "$1" ] || return 0
@@ -225,7 +242,9 @@ psql_ -c "INSERT INTO odoo_sync.event (id, type, source, aggregate_type, aggrega
 	SELECT gen_random_uuid(), 'inventory.changed', 'odoo://bench', 'product', 'flood/' || g, 1, 'bulk',
 		   jsonb_build_object('product', g, 'qty', g % 11) FROM generate_series(1, ${FLOOD:-100000}) g"
 psql_ -c "INSERT INTO lanes_phase VALUES ('flood', clock_timestamp())"
+cpu_snapshot >"$work/cpu0"
 as_pg pgbench -n -h 127.0.0.1 -p "$pgport" -U postgres -c 2 -j 1 -R 100 -T 3 -f "$work/lanes.sql" postgres >/dev/null 2>&1
+cpu_snapshot >"$work/cpu1"
 left=$(psql_ -c "SELECT count(*) FROM odoo_sync.delivery d JOIN odoo_sync.endpoint e ON e.id = d.endpoint_id
 	WHERE e.name = 'lanes' AND d.lane = 'bulk'")
 drain lanes >/dev/null
@@ -239,6 +258,13 @@ read -r lidle lflood <<<"$(psql_ -F ' ' -c "WITH c AS (
 	       round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) FILTER (WHERE phase = 'flood')::numeric, 2)
 	  FROM c")"
 echo "lanes: dispatch.order.ready p99 idle ${lidle} ms, under a ${FLOOD:-100000}-event bulk flood ${lflood} ms ($left bulk events still queued when the critical ones were done)"
+# CPU used during the 3 s of critical events under the flood, per process
+# kind (2 cores = 600 centiseconds available)
+echo "lanes: CPU centiseconds during the 3 s flood window (2 cores = 600): $(
+	join <(sort "$work/cpu0") <(sort "$work/cpu1") |
+	awk '{d = $4 - $2; k = $3; cpu[k] += d; if (k != "machine") tot += d} END {
+		for (k in cpu) if (cpu[k] > 0 && k != "machine") printf "%s=%d ", k, cpu[k];
+		printf "this_benchmark=%d machine=%d", tot, cpu["machine"] }')"
 fi
 
 if [ -n "${PROFILE:-}" ]; then

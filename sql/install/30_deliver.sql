@@ -683,7 +683,13 @@ BEGIN
 				SELECT 1 FROM @extschema@.subscription s
 				 WHERE s.endpoint_id = ep.id AND s.enabled
 				   AND e.lane = ANY (s.lanes) AND e.type LIKE ANY (s.type_likes)))
-	 WHERE e.id = redeliver.event_id;
+	 WHERE e.id = redeliver.event_id
+	   -- still pending (or in flight) there: it is sent anyway, once
+	   AND NOT EXISTS (
+			SELECT 1 FROM @extschema@.delivery d
+			 WHERE d.endpoint_id = ep.id AND d.aggregate_type = e.aggregate_type
+			   AND d.aggregate_id = e.aggregate_id AND d.aggregate_seq = e.aggregate_seq
+			   AND d.event_id = e.id);
 	GET DIAGNOSTICS n = ROW_COUNT;
 	UPDATE @extschema@.delivery_request SET deliveries = n WHERE id = rid;
 	IF n > 0 THEN
@@ -693,7 +699,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION @extschema@.redeliver(uuid, text) IS
-	'Sends an event again (same webhook-id) to the given endpoint, or to every endpoint subscribed to it; returns the number of deliveries queued. Recorded in delivery_request.';
+	'Sends an event again (same webhook-id) to the given endpoint, or to every endpoint subscribed to it, except where it is still pending (it is sent once anyway); returns the number of deliveries queued. Recorded in delivery_request.';
 REVOKE ALL ON FUNCTION @extschema@.redeliver(uuid, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.redeliver(uuid, text) TO odoo_sync_operator;
 
@@ -738,6 +744,11 @@ BEGIN
 							  WHERE s.endpoint_id = eid AND s.enabled
 								AND e.lane = ANY (s.lanes)
 								AND e.type LIKE ANY (s.type_likes)) END
+	   AND NOT EXISTS (
+			SELECT 1 FROM @extschema@.delivery d
+			 WHERE d.endpoint_id = eid AND d.aggregate_type = e.aggregate_type
+			   AND d.aggregate_id = e.aggregate_id AND d.aggregate_seq = e.aggregate_seq
+			   AND d.event_id = e.id)
 	 ORDER BY e.seq;
 	GET DIAGNOSTICS n = ROW_COUNT;
 	UPDATE @extschema@.delivery_request SET deliveries = n WHERE id = rid;
@@ -748,7 +759,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION @extschema@.replay(text, timestamptz, timestamptz, text[]) IS
-	'Sends again (same webhook-ids) the events captured in [since, until) that the endpoint''s subscriptions match (or that match types); returns the number of deliveries queued. Recorded in delivery_request.';
+	'Sends again (same webhook-ids) the events captured in [since, until) that the endpoint''s subscriptions match (or that match types), except those still pending there (sent once anyway); returns the number of deliveries queued. Recorded in delivery_request.';
 REVOKE ALL ON FUNCTION @extschema@.replay(text, timestamptz, timestamptz, text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.replay(text, timestamptz, timestamptz, text[]) TO odoo_sync_operator;
 
@@ -780,6 +791,11 @@ BEGIN
 		   coalesce(e.commit_time, e.captured_at), rid
 	  FROM (SELECT DISTINCT event_id FROM dead) x
 	  JOIN @extschema@.event e ON e.id = x.event_id
+	 WHERE NOT EXISTS (
+			SELECT 1 FROM @extschema@.delivery d
+			 WHERE d.endpoint_id = eid AND d.aggregate_type = e.aggregate_type
+			   AND d.aggregate_id = e.aggregate_id AND d.aggregate_seq = e.aggregate_seq
+			   AND d.event_id = e.id)
 	 ORDER BY e.seq;
 	GET DIAGNOSTICS n = ROW_COUNT;
 	UPDATE @extschema@.delivery_request SET deliveries = n WHERE id = rid;
@@ -790,7 +806,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION @extschema@.retry_dead(text) IS
-	'Sends every dead delivery of an endpoint again (same webhook-ids, attempts start over); returns how many. Recorded in delivery_request.';
+	'Sends every dead delivery of an endpoint again (same webhook-ids, attempts start over; not an event pending there again already); returns how many. Recorded in delivery_request.';
 REVOKE ALL ON FUNCTION @extschema@.retry_dead(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.retry_dead(text) TO odoo_sync_operator;
 

@@ -62,6 +62,29 @@ for my $i (1 .. $#rl)
 }
 ok($min_gap >= 0.06, sprintf('no burst: smallest gap %.0f ms', $min_gap * 1000));
 
+# --- max_age is checked when a delivery's turn comes, not only on failure:
+# deliveries that aged past it behind an open circuit go dead, unsent, with
+# the reason; the next fresh event probes and closes the circuit.
+q1(qq{
+	SELECT odoo_sync.create_endpoint('ma', 'http://127.0.0.1:$port/ma', concurrency => 1,
+		breaker_threshold => 1, breaker_cooldown => '3 s', max_age => '1 s',
+		backoff_base => '20 ms', backoff_max => '50 ms', max_attempts => 1000);
+	SELECT odoo_sync.subscribe('ma', '{ma.*}', ordered => false);
+});
+$sink->script('/ma', { status => 503, repeat => 1 });
+events_multi($node, n => 3, aggregates => 3, type => 'ma.test', lane => 'critical', prefix => 'MA');
+ok(poll_for($node, 'postgres', q{SELECT circuit FROM odoo_sync.endpoint_status WHERE name = 'ma'}, 'open', 10),
+	'max_age: the circuit opens after the first failure');
+my $n_ma = $sink->count(path => '/ma');
+ok(poll_for($node, 'postgres', q{SELECT count(*) FROM odoo_sync.dead_letters
+	WHERE endpoint = 'ma' AND error LIKE 'older than max_age%'}, '3', 15),
+	'max_age: the 3 deliveries older than max_age go dead when their turn comes');
+is($sink->count(path => '/ma'), $n_ma, 'max_age: expired deliveries are not sent');
+is(q1(q{SELECT backlog FROM odoo_sync.endpoint_status WHERE name = 'ma'}), '0', 'max_age: backlog empty');
+events_multi($node, n => 1, aggregates => 1, type => 'ma.test', lane => 'critical', prefix => 'MB');
+ok(poll_for($node, 'postgres', q{SELECT circuit FROM odoo_sync.endpoint_status WHERE name = 'ma'}, 'closed', 10),
+	'max_age: a fresh event probes and closes the circuit');
+
 $node->stop;
 my $log = slurp_file($node->logfile);
 like($log, qr/circuit of endpoint "cb" opens/, 'opening logged');
