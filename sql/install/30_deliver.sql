@@ -484,16 +484,40 @@ AS $$
 DECLARE
 	eid integer := @extschema@._endpoint_id(endpoint);
 	k text;
+	st text;
+	msg text;
+	det text;
+	hnt text;
 BEGIN
 	FOR k IN SELECT jsonb_object_keys(settings) LOOP
 		IF k NOT IN ('url', 'headers', 'concurrency', 'batch_size', 'rate_limit',
 					 'connect_timeout', 'timeout', 'max_attempts', 'max_age',
 					 'backoff_base', 'backoff_max', 'breaker_threshold',
 					 'breaker_cooldown', 'verify_tls', 'enabled', 'name') THEN
+			IF k ~* 'secret' THEN
+				RAISE EXCEPTION 'unknown endpoint setting "%"', k
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Use odoo_sync.set_endpoint_secret() for the secret.';
+			END IF;
 			RAISE EXCEPTION 'unknown endpoint setting "%"', k
 				USING ERRCODE = 'invalid_parameter_value',
-					  HINT = 'Use odoo_sync.set_endpoint_secret() for the secret.';
+					  DETAIL = 'The settings are: name, url, headers, concurrency, batch_size, rate_limit, connect_timeout, timeout, max_attempts, max_age, backoff_base, backoff_max, breaker_threshold, breaker_cooldown, verify_tls, enabled.';
 		END IF;
+		-- each value in its own type, so that a bad one is named
+		BEGIN
+			PERFORM CASE
+				WHEN k IN ('concurrency', 'batch_size', 'max_attempts', 'breaker_threshold')
+					THEN (settings->>k)::integer::text
+				WHEN k = 'rate_limit' THEN (settings->>k)::double precision::text
+				WHEN k IN ('connect_timeout', 'timeout', 'max_age', 'backoff_base',
+						   'backoff_max', 'breaker_cooldown') THEN (settings->>k)::interval::text
+				WHEN k IN ('verify_tls', 'enabled') THEN (settings->>k)::boolean::text
+			END;
+		EXCEPTION WHEN data_exception THEN
+			RAISE EXCEPTION 'invalid value for endpoint setting "%": %', k, settings->k
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = format('Field "%s": %s.', k, SQLERRM);
+		END;
 	END LOOP;
 	IF settings ? 'url' THEN
 		PERFORM @extschema@._check_url(settings->>'url');
@@ -522,6 +546,12 @@ BEGIN
 		enabled = coalesce((settings->>'enabled')::boolean, e.enabled)
 	 WHERE e.id = eid;
 	PERFORM @extschema@._wake_at_commit('deliver');
+EXCEPTION WHEN invalid_parameter_value OR unique_violation THEN
+	-- the settings check (_endpoint_check) names the field: say just that,
+	-- not the whole UPDATE as context
+	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
+		det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
+	PERFORM @extschema@._raise_hidden(st, msg, nullif(det, ''), nullif(hnt, ''));
 END
 $$;
 COMMENT ON FUNCTION @extschema@.alter_endpoint(text, jsonb) IS
@@ -719,7 +749,12 @@ DECLARE
 BEGIN
 	IF since IS NULL THEN
 		RAISE EXCEPTION 'replay needs a start time'
-			USING ERRCODE = 'invalid_parameter_value';
+			USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Field "since" is null.';
+	END IF;
+	IF until IS NOT NULL AND until < since THEN
+		RAISE EXCEPTION 'replay window ends before it starts'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('Field "until" (%s) is before "since" (%s).', until, since);
 	END IF;
 	IF types IS NOT NULL THEN
 		SELECT array_agg(@extschema@._type_like(p)) INTO likes FROM unnest(types) p;

@@ -1,0 +1,45 @@
+-- odoo_sync install script: endpoint settings checked with errors that name
+-- the field (the table's CHECK constraints stay as the last line of defence,
+-- but their message names a constraint and dumps the whole row).
+
+CREATE FUNCTION @extschema@._endpoint_check()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@
+AS $$
+DECLARE
+	v_field text;
+	v_rule	text;
+	v_value text;
+BEGIN
+	SELECT f, r, v INTO v_field, v_rule, v_value
+	  FROM (VALUES
+		(1, 'concurrency', 'between 1 and 256', NEW.concurrency::text, NEW.concurrency BETWEEN 1 AND 256),
+		(2, 'batch_size', 'between 1 and 1000', NEW.batch_size::text, NEW.batch_size BETWEEN 1 AND 1000),
+		(3, 'rate_limit', 'above 0 (or null: no limit)', NEW.rate_limit::text, NEW.rate_limit IS NULL OR NEW.rate_limit > 0),
+		(4, 'max_attempts', 'at least 1', NEW.max_attempts::text, NEW.max_attempts >= 1),
+		(5, 'breaker_threshold', 'at least 1', NEW.breaker_threshold::text, NEW.breaker_threshold >= 1),
+		(6, 'connect_timeout', 'above 0', NEW.connect_timeout::text, NEW.connect_timeout > '0'),
+		(7, 'timeout', 'above 0', NEW.timeout::text, NEW.timeout > '0'),
+		(8, 'max_age', 'above 0', NEW.max_age::text, NEW.max_age > '0'),
+		(9, 'backoff_base', 'above 0', NEW.backoff_base::text, NEW.backoff_base > '0'),
+		(10, 'backoff_max', 'at least backoff_base (' || NEW.backoff_base || ')', NEW.backoff_max::text,
+			NEW.backoff_max >= NEW.backoff_base),
+		(11, 'breaker_cooldown', 'at least 0', NEW.breaker_cooldown::text, NEW.breaker_cooldown >= '0'))
+		AS c (n, f, r, v, ok)
+	 WHERE ok IS NOT TRUE
+	 ORDER BY n
+	 LIMIT 1;
+	IF v_field IS NOT NULL THEN
+		RAISE EXCEPTION 'endpoint setting % must be %', v_field, v_rule
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('Field "%s" is %s.', v_field, coalesce(v_value, 'null'));
+	END IF;
+	RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._endpoint_check() IS
+	'Private: checks an endpoint''s settings before the table''s constraints do, with an error naming the field.';
+REVOKE ALL ON FUNCTION @extschema@._endpoint_check() FROM PUBLIC;
+CREATE TRIGGER endpoint_check BEFORE INSERT OR UPDATE ON @extschema@.endpoint
+	FOR EACH ROW EXECUTE FUNCTION @extschema@._endpoint_check();
