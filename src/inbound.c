@@ -52,6 +52,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -62,6 +63,7 @@
 #include "utils/datetime.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -100,6 +102,10 @@ typedef struct IngestEvent
 	JsonbValue	data;			/* jbvBinary, the data object */
 	int32		picking_id;
 } IngestEvent;
+
+/* the events of one ingest() call (defined with the ingest code below) */
+typedef struct IngestBatch IngestBatch;
+static void flush_batch(IngestBatch *b);
 
 /* SPI plans, prepared once per backend */
 static SPIPlanPtr plan_by_id = NULL;
@@ -916,8 +922,8 @@ prepare_plans(void)
 {
 	Oid			int4[1] = {INT4OID};
 	Oid			text1[1] = {TEXTOID};
-	Oid			ins[9] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID,
-	TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID};
+	Oid			ins[9] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	INT4ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID};
 
 	if (plan_insert != NULL)
 		return;
@@ -938,8 +944,14 @@ prepare_plans(void)
 	plan_insert = prepare("INSERT INTO " ODOO_SYNC_SCHEMA ".inbound "
 						  "(source, event_id, type, subject, picking_id, event_time, "
 						  "correlation_id, data, envelope) "
-						  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9 - 'data') "
-						  "ON CONFLICT (source, event_id) DO NOTHING RETURNING id",
+						  "SELECT u.s, u.e, u.t, u.sub, u.p, u.tm, u.c, u.d, u.env - 'data' "
+						  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+						  "pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+						  "pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8), "
+						  "pg_catalog.unnest($9)) "
+						  "AS u(s, e, t, sub, p, tm, c, d, env) "
+						  "ON CONFLICT (source, event_id) DO NOTHING "
+						  "RETURNING source, event_id",
 						  9, ins);
 }
 
@@ -984,7 +996,7 @@ lookup(SPIPlanPtr plan, Datum arg, int32 *id)
  * Resolves the subject to a picking id.
  */
 static bool
-resolve_subject(IngestEvent *ev, Verdict *v)
+resolve_subject(IngestBatch *b, IngestEvent *ev, Verdict *v)
 {
 	const char *s = ev->subject;
 	size_t		len = strlen(s);
@@ -1005,7 +1017,15 @@ resolve_subject(IngestEvent *ev, Verdict *v)
 	}
 	for (int i = 0; i < 3; i++)
 	{
-		int			n = lookup(by_text[i], arg, &ev->picking_id);
+		int			n;
+
+		/*
+		 * Tracking references of route assignments still in the inbox
+		 * count, also those earlier in this call: store them first.
+		 */
+		if (by_text[i] == plan_by_our_ref)
+			flush_batch(b);
+		n = lookup(by_text[i], arg, &ev->picking_id);
 
 		if (n == 1)
 			return true;
@@ -1168,55 +1188,184 @@ emit(ReturnSetInfo *rsinfo, int index, const char *source, const char *id,
 }
 
 /*
- * Validates, resolves and stores one event; emits its result row.  Returns
- * true when accepted.
+ * The call's events in input order: their outcome, and the valid ones
+ * waiting for the batch insert (flush_batch).  Nothing of an event is kept
+ * beyond what the insert and the result row need.
  */
-static bool
-ingest_one(ReturnSetInfo *rsinfo, int index, JsonbValue *jv, Jsonb *whole,
+typedef struct IngestResult
+{
+	char	   *source;
+	char	   *id;
+	const char *status;			/* NULL while waiting for the insert */
+	Verdict		v;
+} IngestResult;
+
+struct IngestBatch
+{
+	MemoryContext cxt;			/* lives for the call */
+	int			n;				/* events in the call */
+	IngestResult *results;		/* [n] */
+	int			accepted;
+	/* valid events not inserted yet, as the insert's array arguments */
+	int			np;
+	int		   *slot;			/* [n] index in results */
+	Datum	   *col[9];			/* [n] each */
+	bool	   *corr_null;		/* [n] */
+	/* open addressing over (source, id) of the waiting events: slot + 1 */
+	int			hsize;			/* a power of two, at least 2 n */
+	int		   *hash;
+};
+
+static uint32
+key_hash(const char *source, const char *id)
+{
+	uint32		h = hash_bytes((const unsigned char *) source, strlen(source));
+
+	return hash_combine(h, hash_bytes((const unsigned char *) id, strlen(id)));
+}
+
+/*
+ * Finds the waiting event with this (source, id); with add, registers
+ * waiting event p when there is none.  Returns the waiting event's index in
+ * the pending arrays, or -1.
+ */
+static int
+key_find(IngestBatch *b, const char *source, const char *id, bool add, int p)
+{
+	uint32		i = key_hash(source, id) & (b->hsize - 1);
+
+	while (b->hash[i] != 0)
+	{
+		IngestResult *r = &b->results[b->slot[b->hash[i] - 1]];
+
+		if (strcmp(r->id, id) == 0 && strcmp(r->source, source) == 0)
+			return b->hash[i] - 1;
+		i = (i + 1) & (b->hsize - 1);
+	}
+	if (add)
+		b->hash[i] = p + 1;
+	return -1;
+}
+
+/*
+ * Inserts the waiting events with one INSERT ... SELECT FROM unnest(...)
+ * ON CONFLICT (source, event_id) DO NOTHING: those it returns are accepted,
+ * the others were stored already (duplicate).  One statement per call
+ * instead of one per event: executor start-up, the check constraint and
+ * each index's descent were most of ingest's cost.  Rows are inserted in
+ * input order (identity ids, hence apply order, follow it).
+ */
+static void
+flush_batch(IngestBatch *b)
+{
+	static const Oid elemtypes[9] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID,
+	TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID};
+	Datum		args[9];
+	int			ret;
+	MemoryContext old;
+
+	if (b->np == 0)
+		return;
+	old = MemoryContextSwitchTo(b->cxt);
+	for (int c = 0; c < 9; c++)
+	{
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+		int			dims[1] = {b->np};
+		int			lbs[1] = {1};
+
+		get_typlenbyvalalign(elemtypes[c], &typlen, &typbyval, &typalign);
+		args[c] = PointerGetDatum(construct_md_array(b->col[c],
+													 c == 6 ? b->corr_null : NULL,
+													 1, dims, lbs, elemtypes[c],
+													 typlen, typbyval, typalign));
+	}
+	MemoryContextSwitchTo(old);
+
+	ret = SPI_execute_plan(plan_insert, args, NULL, false, 0);
+	if (ret != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "inbound insert failed: %s", SPI_result_code_string(ret));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *source = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		char	   *id = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		int			p = key_find(b, source, id, false, 0);
+
+		if (p < 0)
+			elog(ERROR, "inbound insert returned an event it was not given");
+		b->results[b->slot[p]].status = "accepted";
+		b->accepted++;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	for (int p = 0; p < b->np; p++)
+		if (b->results[b->slot[p]].status == NULL)
+			b->results[b->slot[p]].status = "duplicate";
+	b->np = 0;
+	memset(b->hash, 0, sizeof(int) * b->hsize);
+}
+
+/*
+ * Validates and resolves one event; a valid one waits for the batch insert
+ * (a repeat of a waiting one is a duplicate at once), an invalid one is
+ * rejected.  Runs in a short-lived context; what must outlive it is copied
+ * into the batch's.
+ */
+static void
+ingest_one(IngestBatch *b, int index, JsonbValue *jv, Jsonb *whole,
 		   List *custom_types)
 {
 	IngestEvent ev;
 	Verdict		v;
-	Datum		args[9];
-	char		nulls[9];
-	int			ret;
-	bool		accepted;
+	IngestResult *r = &b->results[index];
+	MemoryContext old;
+	int			p;
 
 	memset(&ev, 0, sizeof(ev));
 	memset(&v, 0, sizeof(v));
-	if (!validate_event(jv, &ev, custom_types, &v) || !resolve_subject(&ev, &v))
+	if (!validate_event(jv, &ev, custom_types, &v) || !resolve_subject(b, &ev, &v))
 	{
-		emit(rsinfo, index, ev.source, ev.id, "rejected", &v);
-		return false;
+		old = MemoryContextSwitchTo(b->cxt);
+		r->source = ev.source ? pstrdup(ev.source) : NULL;
+		r->id = ev.id ? pstrdup(ev.id) : NULL;
+		r->status = "rejected";
+		r->v.sqlstate = v.sqlstate;
+		r->v.reason = pstrdup(v.reason);
+		r->v.field = pstrdup(v.field);
+		MemoryContextSwitchTo(old);
+		return;
 	}
 
-	memset(nulls, ' ', sizeof(nulls));
-	args[0] = CStringGetTextDatum(ev.source);
-	args[1] = CStringGetTextDatum(ev.id);
-	args[2] = CStringGetTextDatum(ev.type);
-	args[3] = CStringGetTextDatum(ev.subject);
-	args[4] = Int32GetDatum(ev.picking_id);
-	args[5] = TimestampTzGetDatum(ev.time);
-	if (ev.correlation_id)
-		args[6] = CStringGetTextDatum(ev.correlation_id);
-	else
-		nulls[6] = 'n';
-	args[7] = JsonbPGetDatum(JsonbValueToJsonb(&ev.data));
-	args[8] = JsonbPGetDatum(whole ? whole : JsonbValueToJsonb(jv));
-
-	ret = SPI_execute_plan(plan_insert, args, nulls, false, 0);
-	if (ret != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "inbound insert failed: %s", SPI_result_code_string(ret));
-	accepted = SPI_processed == 1;
-	SPI_freetuptable(SPI_tuptable);
-	emit(rsinfo, index, ev.source, ev.id, accepted ? "accepted" : "duplicate", NULL);
-	return accepted;
+	old = MemoryContextSwitchTo(b->cxt);
+	r->source = pstrdup(ev.source);
+	r->id = pstrdup(ev.id);
+	p = b->np;
+	b->slot[p] = index;
+	if (key_find(b, ev.source, ev.id, true, p) >= 0)
+	{
+		/* the same (source, id) earlier in this call */
+		r->status = "duplicate";
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	b->col[0][p] = CStringGetTextDatum(ev.source);
+	b->col[1][p] = CStringGetTextDatum(ev.id);
+	b->col[2][p] = CStringGetTextDatum(ev.type);
+	b->col[3][p] = CStringGetTextDatum(ev.subject);
+	b->col[4][p] = Int32GetDatum(ev.picking_id);
+	b->col[5][p] = TimestampTzGetDatum(ev.time);
+	b->corr_null[p] = ev.correlation_id == NULL;
+	b->col[6][p] = ev.correlation_id ? CStringGetTextDatum(ev.correlation_id) : (Datum) 0;
+	b->col[7][p] = JsonbPGetDatum(JsonbValueToJsonb(&ev.data));
+	b->col[8][p] = JsonbPGetDatum(whole ? whole : JsonbValueToJsonb(jv));
+	b->np++;
+	MemoryContextSwitchTo(old);
 }
 
 /*
  * The body of both ingest() variants, for a parsed document whose size was
- * checked: depth, shape and batch limits, then each event in order.  Uses
- * SPI; the result is a materialized set.
+ * checked: depth, shape and batch limits, then each event in order, one
+ * insert for the valid ones.  Uses SPI; the result is a materialized set.
  */
 static Datum
 ingest_document(FunctionCallInfo fcinfo, Jsonb *doc)
@@ -1226,10 +1375,10 @@ ingest_document(FunctionCallInfo fcinfo, Jsonb *doc)
 	MemoryContext per_event,
 				old;
 	List	   *custom_types;
-	int			accepted = 0;
 	bool		is_batch;
 	int			n;
 	Oid			picking_rel;
+	IngestBatch b;
 
 	if (jsonb_depth(doc, ingest_max_depth) > ingest_max_depth)
 		depth_error();
@@ -1258,6 +1407,23 @@ ingest_document(FunctionCallInfo fcinfo, Jsonb *doc)
 
 	InitMaterializedSRF(fcinfo, 0);
 
+	/* made before SPI_connect: the results outlive SPI's memory */
+	memset(&b, 0, sizeof(b));
+	b.cxt = AllocSetContextCreate(CurrentMemoryContext, "odoo_sync ingest batch",
+								  ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(b.cxt);
+	b.n = n;
+	b.results = palloc0(sizeof(IngestResult) * n);
+	b.slot = palloc(sizeof(int) * n);
+	for (int c = 0; c < 9; c++)
+		b.col[c] = palloc(sizeof(Datum) * n);
+	b.corr_null = palloc(sizeof(bool) * n);
+	b.hsize = 8;
+	while (b.hsize < 2 * n)
+		b.hsize *= 2;
+	b.hash = palloc0(sizeof(int) * b.hsize);
+	MemoryContextSwitchTo(old);
+
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	prepare_plans();
@@ -1273,7 +1439,7 @@ ingest_document(FunctionCallInfo fcinfo, Jsonb *doc)
 		jv.val.binary.data = root;
 		jv.val.binary.len = VARSIZE(doc) - VARHDRSZ;
 		old = MemoryContextSwitchTo(per_event);
-		accepted += ingest_one(rsinfo, 0, &jv, doc, custom_types);
+		ingest_one(&b, 0, &jv, doc, custom_types);
 		MemoryContextSwitchTo(old);
 	}
 	else
@@ -1285,15 +1451,21 @@ ingest_document(FunctionCallInfo fcinfo, Jsonb *doc)
 			CHECK_FOR_INTERRUPTS();
 			old = MemoryContextSwitchTo(per_event);
 			jv = getIthJsonbValueFromContainer(root, i);
-			accepted += ingest_one(rsinfo, i, jv, NULL, custom_types);
+			ingest_one(&b, i, jv, NULL, custom_types);
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(per_event);
 		}
 	}
 	MemoryContextDelete(per_event);
+	flush_batch(&b);
 	SPI_finish();
 
-	if (accepted > 0)
+	for (int i = 0; i < n; i++)
+		emit(rsinfo, i, b.results[i].source, b.results[i].id, b.results[i].status,
+			 &b.results[i].v);
+	MemoryContextDelete(b.cxt);
+
+	if (b.accepted > 0)
 		odoo_sync_wake_at_commit(OSW_APPLY);
 	return (Datum) 0;
 }

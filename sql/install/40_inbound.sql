@@ -51,7 +51,6 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.inbound', '');
 CREATE INDEX inbound_pending_idx ON @extschema@.inbound (id) WHERE state = 'accepted';
 CREATE INDEX inbound_pending_picking_idx ON @extschema@.inbound (picking_id, event_time, id)
 	WHERE state = 'accepted';
-CREATE INDEX inbound_picking_idx ON @extschema@.inbound (picking_id, id);
 -- a queue: every event is updated once (accepted -> applied); vacuum it early
 -- so that the partial indexes of pending events stay small
 ALTER TABLE @extschema@.inbound SET (autovacuum_vacuum_scale_factor = 0.02,
@@ -858,7 +857,9 @@ BEGIN
 	-- the batch's accepted events in the given order, with their handlers
 	-- (by primary key, one lookup per id: statistics of a nearly empty queue
 	-- would otherwise have every accepted row read)
-	SELECT array_agg(i ORDER BY u.n),
+	-- (i.ev is of type inbound: array_agg of the subquery's own row would be
+	-- a record[], converted to inbound[] through text on assignment)
+	SELECT array_agg(i.ev ORDER BY u.n),
 		   array_agg(CASE h.call_sql
 						WHEN 'CALL @extschema@.handle_milestone($1)' THEN 1
 						WHEN 'CALL @extschema@.handle_pod($1)' THEN 2
@@ -868,9 +869,9 @@ BEGIN
 						ELSE 0 END ORDER BY u.n)
 	  INTO v_evs, v_codes
 	  FROM unnest(p_ids) WITH ORDINALITY u(id, n)
-	  CROSS JOIN LATERAL (SELECT * FROM inbound x WHERE x.id = u.id OFFSET 0) i
-	  LEFT JOIN handler h ON h.type = i.type
-	 WHERE i.state = 'accepted';
+	  CROSS JOIN LATERAL (SELECT x FROM inbound x WHERE x.id = u.id OFFSET 0) i(ev)
+	  LEFT JOIN handler h ON h.type = (i.ev).type
+	 WHERE (i.ev).state = 'accepted';
 	IF v_evs IS NULL THEN
 		RETURN 0;
 	END IF;
