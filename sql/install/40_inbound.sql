@@ -362,6 +362,82 @@ AS $$ SELECT pg_catalog.set_config('odoo_sync_apply.note', p_note, true); $$;
 COMMENT ON FUNCTION @extschema@._note(text) IS
 	'Private: what the current handler did, recorded as the effect in shipment_history.';
 
+------------------------------------------------------------------ the milestone machine
+
+-- The one implementation of the milestone state machine, on a shipment row
+-- held in memory: handle_milestone (per event) and _apply_batch (a batch of
+-- events, rows written once per batch) both call it.  Everything is
+-- schema-qualified and there is no SET clause: a SET clause would save and
+-- restore the setting on every call, once per milestone.
+CREATE FUNCTION @extschema@._milestone_step(s @extschema@.shipment, ev @extschema@.inbound,
+	OUT shipment @extschema@.shipment, OUT changed boolean, OUT note text)
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+	d jsonb := ev.data;
+	v_status text := d->>'status';
+BEGIN
+	changed := false;
+	-- location and ETA follow the newest event time
+	IF s.location_time IS NULL OR ev.event_time >= s.location_time THEN
+		s.last_location := COALESCE(d->'location', s.last_location);
+		s.location_time := ev.event_time;
+		s.eta := COALESCE((d->>'eta')::timestamptz, s.eta);
+		changed := true;
+	END IF;
+	IF v_status = 'delayed' THEN
+		IF s.status IS DISTINCT FROM 'delivered' AND s.status IS DISTINCT FROM 'returned' THEN
+			s.delayed := true;
+			changed := true;
+			note := 'delayed';
+		ELSE
+			note := 'kept in history: delay reported after delivery';
+		END IF;
+	ELSIF v_status = 'exception' THEN
+		IF s.delivered_at IS NOT NULL AND ev.event_time <= s.delivered_at THEN
+			-- an exception that happened before the delivery we know of
+			note := 'kept in history: exception before delivery';
+		ELSE
+			s.open_exception := pg_catalog.jsonb_build_object(
+				'code', d->>'exception_code', 'text', d->>'exception_text',
+				'status', v_status, 'time', ev.event_time, 'inbound_id', ev.id);
+			changed := true;
+			note := 'exception opened';
+		END IF;
+	ELSIF @extschema@._status_rank(v_status) > @extschema@._status_rank(s.status) THEN
+		note := 'status ' || COALESCE(s.status, 'none') || ' -> ' || v_status;
+		IF v_status IN ('delivered', 'returned') THEN
+			s.delayed := false;
+			-- a later delivery resolves an earlier exception
+			IF (s.open_exception->>'time')::timestamptz <= ev.event_time THEN
+				s.open_exception := NULL;
+			END IF;
+			IF v_status = 'delivered' THEN
+				s.delivered_at := COALESCE(s.delivered_at, ev.event_time);
+			END IF;
+		ELSIF v_status = 'failed_delivery' THEN
+			-- failed_delivery opens an exception of its own
+			s.open_exception := pg_catalog.jsonb_build_object(
+				'code', d->>'exception_code', 'text', d->>'exception_text',
+				'status', v_status, 'time', ev.event_time, 'inbound_id', ev.id);
+		END IF;
+		s.status := v_status;
+		s.status_time := ev.event_time;
+		changed := true;
+	ELSE
+		note := 'kept in history: ' || v_status || ' does not move status '
+				|| COALESCE(s.status, 'none') || ' back';
+	END IF;
+	IF changed THEN
+		s.updated_at := pg_catalog.now();
+		s.last_inbound_id := ev.id;
+	END IF;
+	shipment := s;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._milestone_step(@extschema@.shipment, @extschema@.inbound) IS
+	'Private: the milestone state machine: the shipment row after a shipment.milestone event, whether it changed, and the note for the history (used by handle_milestone and _apply_batch).';
+
 ------------------------------------------------------------------ built-in handlers
 
 CREATE PROCEDURE @extschema@.handle_route_assigned(ev @extschema@.inbound)
@@ -401,65 +477,16 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, @extschema@
 AS $$
 DECLARE
-	d jsonb := ev.data;
-	v_status text := d->>'status';
 	s shipment;
-	v_newer boolean;
+	r record;
 BEGIN
 	-- the apply worker is the only writer of shipment rows: no row lock
 	SELECT * INTO s FROM shipment WHERE picking_id = ev.picking_id;
-	v_newer := s.location_time IS NULL OR ev.event_time >= s.location_time;
-	IF v_newer THEN
-		UPDATE shipment
-		   SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, last_location = COALESCE(d->'location', last_location),
-			   location_time = ev.event_time,
-			   eta = COALESCE((d->>'eta')::timestamptz, eta)
-		 WHERE picking_id = ev.picking_id;
+	r := _milestone_step(s, ev);
+	IF r.changed THEN
+		PERFORM _shipment_put(r.shipment);
 	END IF;
-
-	IF v_status IN ('exception', 'delayed') THEN
-		IF v_status = 'delayed' THEN
-			IF s.status IS DISTINCT FROM 'delivered' AND s.status IS DISTINCT FROM 'returned' THEN
-				UPDATE shipment SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, delayed = true WHERE picking_id = ev.picking_id;
-				PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'delayed', true);
-			ELSE
-				PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'kept in history: delay reported after delivery', true);
-			END IF;
-		ELSIF s.delivered_at IS NOT NULL AND ev.event_time <= s.delivered_at THEN
-			-- an exception that happened before the delivery we know of
-			PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'kept in history: exception before delivery', true);
-		ELSE
-			UPDATE shipment
-			   SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, open_exception = jsonb_build_object(
-					'code', d->>'exception_code', 'text', d->>'exception_text',
-					'status', v_status, 'time', ev.event_time, 'inbound_id', ev.id)
-			 WHERE picking_id = ev.picking_id;
-			PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'exception opened', true);
-		END IF;
-		RETURN;
-	END IF;
-
-	IF _status_rank(v_status) > _status_rank(s.status) THEN
-		UPDATE shipment
-		   SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, status = v_status, status_time = ev.event_time,
-			   delayed = CASE WHEN v_status IN ('delivered', 'returned') THEN false ELSE delayed END,
-			   delivered_at = CASE WHEN v_status = 'delivered'
-								   THEN COALESCE(delivered_at, ev.event_time) ELSE delivered_at END,
-			   -- a later delivery resolves an earlier exception;
-			   -- failed_delivery opens one of its own
-			   open_exception = CASE
-					WHEN v_status = 'failed_delivery' THEN jsonb_build_object(
-						'code', d->>'exception_code', 'text', d->>'exception_text',
-						'status', v_status, 'time', ev.event_time, 'inbound_id', ev.id)
-					WHEN v_status IN ('delivered', 'returned')
-						 AND (open_exception->>'time')::timestamptz <= ev.event_time THEN NULL
-					ELSE open_exception END
-		 WHERE picking_id = ev.picking_id;
-		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'status ' || COALESCE(s.status, 'none') || ' -> ' || v_status, true);
-	ELSE
-		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'kept in history: ' || v_status || ' does not move status '
-					  || COALESCE(s.status, 'none') || ' back', true);
-	END IF;
+	PERFORM pg_catalog.set_config('odoo_sync_apply.note', r.note, true);
 END
 $$;
 COMMENT ON PROCEDURE @extschema@.handle_milestone(@extschema@.inbound) IS
@@ -766,7 +793,8 @@ REVOKE ALL ON FUNCTION @extschema@._apply_event(bigint) FROM PUBLIC;
 
 ------------------------------------------------------------------ apply, set-based fast path
 
--- Writes back the columns the milestone machine of _apply_batch keeps in memory.
+-- Writes back the columns the milestone machine (_milestone_step) changes,
+-- and the correlation id.
 CREATE FUNCTION @extschema@._shipment_put(s @extschema@.shipment)
 RETURNS void
 LANGUAGE plpgsql
@@ -843,9 +871,7 @@ DECLARE
 	s shipment;
 	k integer := 0;			-- position of the current picking in v_picks
 	j integer := 0;			-- position of the current event in v_evs
-	d jsonb;
 	v_code integer;
-	v_status text;
 	v_before text;
 	v_note text;
 	v_ids bigint[] := '{}';
@@ -853,6 +879,7 @@ DECLARE
 	v_charges bigint[] := '{}';
 	v_queued integer := 0;
 	r record;
+	bp record;
 BEGIN
 	-- the batch's accepted events in the given order, with their handlers
 	-- (by primary key, one lookup per id: statistics of a nearly empty queue
@@ -914,63 +941,12 @@ BEGIN
 		v_note := NULL;
 
 		IF v_code = 1 THEN
-			-- handle_milestone() on the row in memory: the same decisions
-			-- and notes, written once per batch
-			d := ev.data;
-			v_status := d->>'status';
-			IF s.location_time IS NULL OR ev.event_time >= s.location_time THEN
-				s.last_location := COALESCE(d->'location', s.last_location);
-				s.location_time := ev.event_time;
-				s.eta := COALESCE((d->>'eta')::timestamptz, s.eta);
-				s.updated_at := pg_catalog.now();
-				s.last_inbound_id := ev.id;
+			-- the milestone machine on the row in memory, written once per batch
+			r := _milestone_step(s, ev);
+			s := r.shipment;
+			v_note := r.note;
+			IF r.changed THEN
 				v_dirty[k] := true;
-			END IF;
-			IF v_status = 'delayed' THEN
-				IF s.status IS DISTINCT FROM 'delivered' AND s.status IS DISTINCT FROM 'returned' THEN
-					s.delayed := true;
-					s.updated_at := pg_catalog.now();
-					s.last_inbound_id := ev.id;
-					v_dirty[k] := true;
-					v_note := 'delayed';
-				ELSE
-					v_note := 'kept in history: delay reported after delivery';
-				END IF;
-			ELSIF v_status = 'exception' THEN
-				IF s.delivered_at IS NOT NULL AND ev.event_time <= s.delivered_at THEN
-					v_note := 'kept in history: exception before delivery';
-				ELSE
-					s.open_exception := jsonb_build_object(
-						'code', d->>'exception_code', 'text', d->>'exception_text',
-						'status', v_status, 'time', ev.event_time, 'inbound_id', ev.id);
-					s.updated_at := pg_catalog.now();
-					s.last_inbound_id := ev.id;
-					v_dirty[k] := true;
-					v_note := 'exception opened';
-				END IF;
-			ELSIF _status_rank(v_status) > _status_rank(s.status) THEN
-				v_note := 'status ' || COALESCE(s.status, 'none') || ' -> ' || v_status;
-				IF v_status IN ('delivered', 'returned') THEN
-					s.delayed := false;
-					IF (s.open_exception->>'time')::timestamptz <= ev.event_time THEN
-						s.open_exception := NULL;
-					END IF;
-					IF v_status = 'delivered' THEN
-						s.delivered_at := COALESCE(s.delivered_at, ev.event_time);
-					END IF;
-				ELSIF v_status = 'failed_delivery' THEN
-					s.open_exception := jsonb_build_object(
-						'code', d->>'exception_code', 'text', d->>'exception_text',
-						'status', v_status, 'time', ev.event_time, 'inbound_id', ev.id);
-				END IF;
-				s.status := v_status;
-				s.status_time := ev.event_time;
-				s.updated_at := pg_catalog.now();
-				s.last_inbound_id := ev.id;
-				v_dirty[k] := true;
-			ELSE
-				v_note := 'kept in history: ' || v_status || ' does not move status '
-						  || COALESCE(s.status, 'none') || ' back';
 			END IF;
 		ELSE
 			-- the other built-in handlers run as they are, on the stored row
@@ -1032,7 +1008,7 @@ BEGIN
 	-- whose action is not queued yet holds (_evaluate_billing queues nothing
 	-- elsewhere), and then by _evaluate_billing itself
 	IF EXISTS (SELECT 1 FROM billing_rule b WHERE b.enabled) THEN
-		FOR r IN SELECT x.p, x.last, (v_rows[x.n::integer]).correlation_id AS correlation_id
+		FOR bp IN SELECT x.p, x.last, (v_rows[x.n::integer]).correlation_id AS correlation_id
 				   FROM unnest(v_picks, v_lasts) WITH ORDINALITY x(p, last, n)
 				   JOIN _shipment_states(v_picks) st ON st.picking_id = x.p
 				  WHERE EXISTS (SELECT 1 FROM billing_rule b
@@ -1041,7 +1017,7 @@ BEGIN
 								   AND NOT EXISTS (SELECT 1 FROM erp_action a
 													WHERE a.idempotency_key = b.action || ':' || x.p))
 				  ORDER BY x.n LOOP
-			v_queued := v_queued + _evaluate_billing(r.p, r.last, r.correlation_id);
+			v_queued := v_queued + _evaluate_billing(bp.p, bp.last, bp.correlation_id);
 		END LOOP;
 	END IF;
 	RETURN v_queued;
@@ -1163,6 +1139,7 @@ GRANT INSERT, UPDATE, DELETE ON @extschema@.billing_rule TO odoo_sync_admin;
 
 -- Private helpers: nobody but the extension's own code calls them.
 REVOKE ALL ON FUNCTION @extschema@._status_rank(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._milestone_step(@extschema@.shipment, @extschema@.inbound) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._shipment_ensure(integer, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._note(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._action_payload(text, jsonb) FROM PUBLIC;
