@@ -941,7 +941,8 @@ prepare_plans(void)
 	plan_by_odoo_ref = prepare("SELECT id FROM " ODOO_SCHEMA ".stock_picking "
 							   "WHERE carrier_tracking_ref = $1 LIMIT 2", 1, text1);
 	plan_types = prepare("SELECT type FROM " ODOO_SYNC_SCHEMA ".handler", 0, NULL);
-	plan_insert = prepare("INSERT INTO " ODOO_SYNC_SCHEMA ".inbound "
+	/* the inbox row and, for the apply worker, the queue row */
+	plan_insert = prepare("WITH ins AS (INSERT INTO " ODOO_SYNC_SCHEMA ".inbound "
 						  "(source, event_id, type, subject, picking_id, event_time, "
 						  "correlation_id, data, envelope) "
 						  "SELECT u.s, u.e, u.t, u.sub, u.p, u.tm, u.c, u.d, u.env - 'data' "
@@ -951,7 +952,11 @@ prepare_plans(void)
 						  "pg_catalog.unnest($9)) "
 						  "AS u(s, e, t, sub, p, tm, c, d, env) "
 						  "ON CONFLICT (source, event_id) DO NOTHING "
-						  "RETURNING source, event_id",
+						  "RETURNING id, picking_id, event_time, source, event_id), "
+						  "q AS (INSERT INTO " ODOO_SYNC_SCHEMA ".inbound_queue "
+						  "(id, picking_id, event_time) "
+						  "SELECT id, picking_id, event_time FROM ins) "
+						  "SELECT source, event_id FROM ins",
 						  9, ins);
 }
 
@@ -1284,7 +1289,7 @@ flush_batch(IngestBatch *b)
 	MemoryContextSwitchTo(old);
 
 	ret = SPI_execute_plan(plan_insert, args, NULL, false, 0);
-	if (ret != SPI_OK_INSERT_RETURNING)
+	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "inbound insert failed: %s", SPI_result_code_string(ret));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
