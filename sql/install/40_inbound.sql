@@ -897,33 +897,59 @@ DECLARE
 	v_hist shipment_history[] := '{}';
 	v_charges bigint[] := '{}';
 	v_queued integer := 0;
+	v_custom text[];
 	r record;
 	bp record;
 BEGIN
-	-- the batch's accepted events in the given order, with their handlers
-	-- (by primary key, one lookup per id: statistics of a nearly empty queue
-	-- would otherwise have every accepted row read)
-	-- (i.ev is of type inbound: array_agg of the subquery's own row would be
-	-- a record[], converted to inbound[] through text on assignment)
-	SELECT array_agg(i.ev ORDER BY u.n),
+	-- A type whose handler is not a built-in one takes the per-event path.
+	-- Checked before anything is written, and only where such handlers
+	-- exist at all.
+	SELECT array_agg(h.type) INTO v_custom FROM handler h
+	 WHERE h.call_sql NOT IN ('CALL @extschema@.handle_milestone($1)',
+							  'CALL @extschema@.handle_pod($1)',
+							  'CALL @extschema@.handle_charge($1)',
+							  'CALL @extschema@.handle_route_assigned($1)',
+							  'CALL @extschema@.handle_weight_confirmed($1)');
+	IF v_custom IS NOT NULL AND EXISTS (
+			SELECT 1 FROM unnest(p_ids) u(id)
+			  JOIN inbound x ON x.id = u.id
+			 WHERE x.state = 'accepted' AND x.type = ANY (v_custom)) THEN
+		RETURN -1;
+	END IF;
+
+	-- The batch's accepted events become applied first, and the update
+	-- returns them with their handlers: one visit of each row instead of a
+	-- read now and an update at the end.  The whole function runs in one
+	-- subtransaction; anything failing later undoes the update too.  The
+	-- update is HOT (see the inbox's fillfactor).  Apply order is (picking,
+	-- event time, id), the order the worker's claim gives the ids in (a join
+	-- with the ids' positions would be planned as a nested loop over them).
+	-- (u.ev is of type inbound: a record would be converted to inbound
+	-- through text on assignment)
+	WITH u AS (
+		UPDATE inbound x SET state = 'applied', applied_at = pg_catalog.clock_timestamp(),
+			   attempts = x.attempts + 1
+		 WHERE x.id = ANY (p_ids) AND x.state = 'accepted'
+		RETURNING x AS ev)
+	SELECT array_agg(u.ev ORDER BY (u.ev).picking_id, (u.ev).event_time, (u.ev).id),
 		   array_agg(CASE h.call_sql
 						WHEN 'CALL @extschema@.handle_milestone($1)' THEN 1
 						WHEN 'CALL @extschema@.handle_pod($1)' THEN 2
 						WHEN 'CALL @extschema@.handle_charge($1)' THEN 3
 						WHEN 'CALL @extschema@.handle_route_assigned($1)' THEN 4
 						WHEN 'CALL @extschema@.handle_weight_confirmed($1)' THEN 5
-						ELSE 0 END ORDER BY u.n)
+						ELSE 0 END ORDER BY (u.ev).picking_id, (u.ev).event_time, (u.ev).id)
 	  INTO v_evs, v_codes
-	  FROM unnest(p_ids) WITH ORDINALITY u(id, n)
-	  CROSS JOIN LATERAL (SELECT x FROM inbound x WHERE x.id = u.id OFFSET 0) i(ev)
-	  LEFT JOIN handler h ON h.type = (i.ev).type
-	 WHERE (i.ev).state = 'accepted';
+	  FROM u
+	  LEFT JOIN handler h ON h.type = (u.ev).type;
 	IF v_evs IS NULL THEN
 		RETURN 0;
 	END IF;
-	-- only the built-in handlers: anything else takes the per-event path
 	IF 0 = ANY (v_codes) THEN
-		RETURN -1;
+		-- no handler at all (a handler row deleted by hand): the per-event
+		-- path makes such an event dead with its reason
+		RAISE EXCEPTION 'an inbound event of the batch has no handler'
+			USING ERRCODE = 'undefined_function';
 	END IF;
 
 	-- the shipment rows of the batch's pickings, created where missing
@@ -1016,9 +1042,6 @@ BEGIN
 		   h.status_after, h.effect, h.data
 	  FROM unnest(v_hist) WITH ORDINALITY h
 	 ORDER BY h.ordinality;
-	UPDATE inbound SET state = 'applied', applied_at = pg_catalog.clock_timestamp(),
-		   attempts = attempts + 1
-	 WHERE id = ANY (v_ids);
 	DELETE FROM inbound_queue WHERE id = ANY (v_ids);
 	IF pg_catalog.cardinality(v_charges) > 0 THEN
 		SELECT count(*) INTO v_queued FROM erp_action WHERE inbound_id = ANY (v_charges);
@@ -1044,7 +1067,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION @extschema@._apply_batch(bigint[]) IS
-	'Private: applies a claimed batch of inbound events with built-in handlers at once (milestones in memory, one history insert and one state update for the batch, billing rules per picking); returns the number of ERP actions queued, or -1 when an event needs a custom handler. The apply worker runs it in one subtransaction and falls back to _apply_event per event when it fails.';
+	'Private: applies a claimed batch of inbound events with built-in handlers at once, in (picking, event time, id) order (the state update first, returning the events; milestones in memory; one history insert for the batch; billing rules per picking); returns the number of ERP actions queued, or -1 when an event needs a custom handler. The apply worker runs it in one subtransaction and falls back to _apply_event per event when it fails.';
 REVOKE ALL ON FUNCTION @extschema@._apply_batch(bigint[]) FROM PUBLIC;
 
 -- Inserts an ir_cron_trigger row for the addon's cron job when the addon is
