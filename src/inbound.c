@@ -103,13 +103,50 @@ typedef struct IngestEvent
 	int32		picking_id;
 } IngestEvent;
 
-/* the events of one ingest() call (defined with the ingest code below) */
 typedef struct IngestBatch IngestBatch;
+
+/*
+ * The call's events in input order: their outcome, and the valid ones
+ * waiting for the batch insert (flush_batch).  Nothing of an event is kept
+ * beyond what the insert and the result row need.
+ */
+typedef struct IngestResult
+{
+	char	   *source;
+	char	   *id;
+	const char *status;			/* NULL while waiting for the insert */
+	Verdict		v;
+} IngestResult;
+
+struct IngestBatch
+{
+	MemoryContext cxt;			/* lives for the call */
+	int			n;				/* events in the call */
+	IngestResult *results;		/* [n] */
+	int			accepted;
+	/* valid events not inserted yet, as the insert's array arguments */
+	int			np;
+	int		   *slot;			/* [n] index in results */
+	Datum	   *col[9];			/* [n] each */
+	bool	   *corr_null;		/* [n] */
+	/* open addressing over (source, id) of the waiting events: slot + 1 */
+	int			hsize;			/* a power of two, at least 2 n */
+	int		   *hash;
+	/* the picking names among the call's subjects, looked up at once */
+	int			nnames;
+	char	  **names;			/* [n] */
+	int32	   *name_ids;		/* [n] the (first) picking with that name */
+	int		   *name_counts;	/* [n] pickings with that name, at most 2 */
+	int		   *nhash;			/* [hsize] open addressing: index + 1 */
+};
+
 static void flush_batch(IngestBatch *b);
+static int	name_find(IngestBatch *b, const char *name, bool add);
 
 /* SPI plans, prepared once per backend */
 static SPIPlanPtr plan_by_id = NULL;
 static SPIPlanPtr plan_by_name = NULL;
+static SPIPlanPtr plan_by_names = NULL;
 static SPIPlanPtr plan_by_our_ref = NULL;
 static SPIPlanPtr plan_by_odoo_ref = NULL;
 static SPIPlanPtr plan_insert = NULL;
@@ -922,6 +959,7 @@ prepare_plans(void)
 {
 	Oid			int4[1] = {INT4OID};
 	Oid			text1[1] = {TEXTOID};
+	Oid			textarr[1] = {TEXTARRAYOID};
 	Oid			ins[9] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 	INT4ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID};
 
@@ -931,6 +969,12 @@ prepare_plans(void)
 						 1, int4);
 	plan_by_name = prepare("SELECT id FROM " ODOO_SCHEMA ".stock_picking "
 						   "WHERE name = $1 LIMIT 2", 1, text1);
+	/* the names of a whole call at once (prefetch_names) */
+	/* (a join, not name = ANY ($1): that was planned as a sequential scan) */
+	plan_by_names = prepare("SELECT u.name, pg_catalog.min(p.id), pg_catalog.count(*) "
+							"FROM pg_catalog.unnest($1) AS u(name) "
+							"JOIN " ODOO_SCHEMA ".stock_picking p ON p.name = u.name "
+							"GROUP BY u.name", 1, textarr);
 	/* tracking references we know of, applied or still in the inbox */
 	plan_by_our_ref = prepare("SELECT picking_id FROM " ODOO_SYNC_SCHEMA ".shipment "
 							  "WHERE tracking_ref = $1 "
@@ -1023,6 +1067,7 @@ resolve_subject(IngestBatch *b, IngestEvent *ev, Verdict *v)
 	for (int i = 0; i < 3; i++)
 	{
 		int			n;
+		int			k;
 
 		/*
 		 * Tracking references of route assignments still in the inbox
@@ -1030,7 +1075,13 @@ resolve_subject(IngestBatch *b, IngestEvent *ev, Verdict *v)
 		 */
 		if (by_text[i] == plan_by_our_ref)
 			flush_batch(b);
-		n = lookup(by_text[i], arg, &ev->picking_id);
+		if (by_text[i] == plan_by_name && (k = name_find(b, s, false)) >= 0)
+		{
+			n = b->name_counts[k];
+			ev->picking_id = b->name_ids[k];
+		}
+		else
+			n = lookup(by_text[i], arg, &ev->picking_id);
 
 		if (n == 1)
 			return true;
@@ -1192,35 +1243,6 @@ emit(ReturnSetInfo *rsinfo, int index, const char *source, const char *id,
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }
 
-/*
- * The call's events in input order: their outcome, and the valid ones
- * waiting for the batch insert (flush_batch).  Nothing of an event is kept
- * beyond what the insert and the result row need.
- */
-typedef struct IngestResult
-{
-	char	   *source;
-	char	   *id;
-	const char *status;			/* NULL while waiting for the insert */
-	Verdict		v;
-} IngestResult;
-
-struct IngestBatch
-{
-	MemoryContext cxt;			/* lives for the call */
-	int			n;				/* events in the call */
-	IngestResult *results;		/* [n] */
-	int			accepted;
-	/* valid events not inserted yet, as the insert's array arguments */
-	int			np;
-	int		   *slot;			/* [n] index in results */
-	Datum	   *col[9];			/* [n] each */
-	bool	   *corr_null;		/* [n] */
-	/* open addressing over (source, id) of the waiting events: slot + 1 */
-	int			hsize;			/* a power of two, at least 2 n */
-	int		   *hash;
-};
-
 static uint32
 key_hash(const char *source, const char *id)
 {
@@ -1250,6 +1272,98 @@ key_find(IngestBatch *b, const char *source, const char *id, bool add, int p)
 	if (add)
 		b->hash[i] = p + 1;
 	return -1;
+}
+
+/*
+ * The index of a prefetched picking name, or -1; with add, registers it
+ * (count 0: no such picking) when it is not there.
+ */
+static int
+name_find(IngestBatch *b, const char *name, bool add)
+{
+	uint32		i;
+
+	if (b->nhash == NULL)
+		return -1;
+	i = hash_bytes((const unsigned char *) name, strlen(name)) & (b->hsize - 1);
+	while (b->nhash[i] != 0)
+	{
+		if (strcmp(b->names[b->nhash[i] - 1], name) == 0)
+			return b->nhash[i] - 1;
+		i = (i + 1) & (b->hsize - 1);
+	}
+	if (!add)
+		return -1;
+	b->names[b->nnames] = pstrdup(name);
+	b->name_ids[b->nnames] = 0;
+	b->name_counts[b->nnames] = 0;
+	b->nhash[i] = ++b->nnames;
+	return b->nnames - 1;
+}
+
+/*
+ * Looks up the pickings named by the call's string subjects with one query,
+ * instead of one lookup per event (most subjects are picking names).
+ * resolve_subject then takes a name from here; a subject found by picking
+ * id first, or not a string, is not affected.
+ */
+static void
+prefetch_names(IngestBatch *b, JsonbContainer *root, bool is_batch)
+{
+	MemoryContext old = MemoryContextSwitchTo(b->cxt);
+	Datum	   *elems;
+	Datum		arg;
+	int			ret;
+
+	b->names = palloc(sizeof(char *) * b->n);
+	b->name_ids = palloc(sizeof(int32) * b->n);
+	b->name_counts = palloc(sizeof(int) * b->n);
+	b->nhash = palloc0(sizeof(int) * b->hsize);
+	for (int i = 0; i < b->n; i++)
+	{
+		JsonbValue *ev = is_batch ? getIthJsonbValueFromContainer(root, i) : NULL;
+		JsonbContainer *c = is_batch ? NULL : root;
+		JsonbValue	buf;
+
+		if (ev != NULL && ev->type == jbvBinary && JsonContainerIsObject(ev->val.binary.data))
+			c = ev->val.binary.data;
+		if (c == NULL || !JsonContainerIsObject(c) ||
+			getKeyJsonValueFromContainer(c, "subject", 7, &buf) == NULL ||
+			buf.type != jbvString || buf.val.string.len == 0 ||
+			buf.val.string.len > 800)
+			continue;
+		(void) name_find(b, pnstrdup(buf.val.string.val, buf.val.string.len), true);
+	}
+	if (b->nnames == 0)
+	{
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	elems = palloc(sizeof(Datum) * b->nnames);
+	for (int i = 0; i < b->nnames; i++)
+		elems[i] = CStringGetTextDatum(b->names[i]);
+	arg = PointerGetDatum(construct_array(elems, b->nnames, TEXTOID, -1, false, TYPALIGN_INT));
+	MemoryContextSwitchTo(old);
+
+	ret = SPI_execute_plan(plan_by_names, &arg, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "subject lookup failed: %s", SPI_result_code_string(ret));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		char	   *name = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+		int			k = name ? name_find(b, name, false) : -1;
+		int64		count;
+
+		if (k < 0)
+			continue;
+		b->name_ids[k] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r],
+													 SPI_tuptable->tupdesc, 2, &isnull));
+		count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+											SPI_tuptable->tupdesc, 3, &isnull));
+		b->name_counts[k] = count > 2 ? 2 : (int) count;
+	}
+	SPI_freetuptable(SPI_tuptable);
 }
 
 /*
@@ -1433,6 +1547,7 @@ ingest_document(FunctionCallInfo fcinfo, Jsonb *doc)
 		elog(ERROR, "SPI_connect failed");
 	prepare_plans();
 	custom_types = load_custom_types();
+	prefetch_names(&b, root, is_batch);
 
 	per_event = AllocSetContextCreate(CurrentMemoryContext, "odoo_sync ingest event",
 									  ALLOCSET_DEFAULT_SIZES);
