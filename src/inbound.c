@@ -1547,7 +1547,9 @@ ingest_document(FunctionCallInfo fcinfo, Jsonb *doc)
 		elog(ERROR, "SPI_connect failed");
 	prepare_plans();
 	custom_types = load_custom_types();
-	prefetch_names(&b, root, is_batch);
+	/* (one event: its own lookup is cheaper than the set-up of the query) */
+	if (n > 1)
+		prefetch_names(&b, root, is_batch);
 
 	per_event = AllocSetContextCreate(CurrentMemoryContext, "odoo_sync ingest event",
 									  ALLOCSET_DEFAULT_SIZES);
