@@ -4,21 +4,23 @@
  *	  The apply worker: applies accepted inbound events, exactly once.
  *
  * One apply worker per database (started by the launcher).  Each turn it
- * claims a batch of accepted events from odoo_sync.inbound and applies them
- * in one short transaction:
+ * claims a batch of accepted events from odoo_sync.inbound_queue (the events
+ * not applied yet) and applies them in one short transaction:
  *
  *	- a batch (odoo_sync.apply_fast_batch_size, 512) is chosen by shipment:
  *	  the pickings of the oldest accepted events, then all their accepted
  *	  events in (event_time, id) order, so a shipment's pending events are
  *	  applied in their own time order even when they arrived out of order.
- *	  The claim reads the partial indexes of pending events directly (no
- *	  plan that statistics of an empty queue could spoil);
+ *	  The claim reads the queue's two indexes directly (no plan that
+ *	  statistics of an empty queue could spoil);
  *	- fast path: when every event of the batch has a built-in handler, the
  *	  whole batch runs in one subtransaction through
- *	  odoo_sync._apply_batch(ids): milestones through the same state machine
- *	  in memory, the other built-in handlers as they are, shipment rows,
- *	  history and the state change written once per batch, billing rules
- *	  once per picking on its final state;
+ *	  odoo_sync._apply_batch(ids): the events set applied first (a HOT
+ *	  update returning them), milestones through the state machine
+ *	  (_milestone_step) on the shipment rows in memory, the other built-in
+ *	  handlers as they are, shipment rows and history written once per
+ *	  batch, the queue rows deleted, billing rules once per picking on its
+ *	  final state;
  *	- per-event path: when the batch has a custom handler, or anything of
  *	  the fast path failed (then nothing of it is left), at most
  *	  odoo_sync.apply_batch_size (64: one subtransaction per event, and 64 is
