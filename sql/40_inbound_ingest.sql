@@ -171,5 +171,15 @@ SELECT c.relname
    AND c.relkind IN ('r', 'v', 'p')
    AND has_table_privilege('odoo_sync_ingest', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE');
 
+-- a picking name two pickings share (one per company) is ambiguous: alone,
+-- and in a batch (ingest looks a call's picking names up at once)
+INSERT INTO public.stock_picking (location_id, location_dest_id, picking_type_id,
+	company_id, name, move_type, state)
+	VALUES (8, 5, 2, 999, 'WH/OUT/00002', 'direct', 'assigned');
+SELECT * FROM check_one(ev('{"id":"amb-1","subject":"WH/OUT/00002"}'));
+SELECT index, id, status, sqlstate FROM odoo_sync.ingest(jsonb_build_array(
+	ev('{"id":"amb-2","subject":"WH/OUT/00002"}'), ev('{"id":"amb-3"}'),
+	ev('{"id":"amb-4","subject":"ODOO-TRK-2"}')));
+
 \c contrib_regression
 DROP DATABASE inbound_regress;

@@ -4,21 +4,23 @@
  *	  The apply worker: applies accepted inbound events, exactly once.
  *
  * One apply worker per database (started by the launcher).  Each turn it
- * claims a batch of accepted events from odoo_sync.inbound and applies them
- * in one short transaction:
+ * claims a batch of accepted events from odoo_sync.inbound_queue (the events
+ * not applied yet) and applies them in one short transaction:
  *
  *	- a batch (odoo_sync.apply_fast_batch_size, 512) is chosen by shipment:
  *	  the pickings of the oldest accepted events, then all their accepted
  *	  events in (event_time, id) order, so a shipment's pending events are
  *	  applied in their own time order even when they arrived out of order.
- *	  The claim reads the partial indexes of pending events directly (no
- *	  plan that statistics of an empty queue could spoil);
+ *	  The claim reads the queue's two indexes directly (no plan that
+ *	  statistics of an empty queue could spoil);
  *	- fast path: when every event of the batch has a built-in handler, the
  *	  whole batch runs in one subtransaction through
- *	  odoo_sync._apply_batch(ids): milestones through the same state machine
- *	  in memory, the other built-in handlers as they are, shipment rows,
- *	  history and the state change written once per batch, billing rules
- *	  once per picking on its final state;
+ *	  odoo_sync._apply_batch(ids): the events set applied first (a HOT
+ *	  update returning them), milestones through the state machine
+ *	  (_milestone_step) on the shipment rows in memory, the other built-in
+ *	  handlers as they are, shipment rows and history written once per
+ *	  batch, the queue rows deleted, billing rules once per picking on its
+ *	  final state;
  *	- per-event path: when the batch has a custom handler, or anything of
  *	  the fast path failed (then nothing of it is left), at most
  *	  odoo_sync.apply_batch_size (64: one subtransaction per event, and 64 is
@@ -175,15 +177,18 @@ prepare_plans(void)
 		return;
 	plan_apply = prepare("SELECT " ODOO_SYNC_SCHEMA "._apply_event($1)", 1, int8);
 	plan_batch = prepare("SELECT " ODOO_SYNC_SCHEMA "._apply_batch($1)", 1, int8arr);
+	/* a dead event stays in the queue, marked dead (odoo_sync.inbound_dead) */
 	plan_dead = prepare(
-						"UPDATE " ODOO_SYNC_SCHEMA ".inbound SET "
+						"WITH f AS (UPDATE " ODOO_SYNC_SCHEMA ".inbound SET "
 						" attempts = attempts + 1, "
 						" state = CASE WHEN $2 IN ('40001', '40P01') AND attempts < 4 "
 						"   THEN 'accepted' ELSE 'dead' END, "
 						" error_sqlstate = $2, error_message = $3, error_detail = $4, "
 						" dead_at = CASE WHEN $2 IN ('40001', '40P01') AND attempts < 4 "
 						"   THEN NULL ELSE pg_catalog.clock_timestamp() END "
-						"WHERE id = $1",
+						"WHERE id = $1 RETURNING id, state) "
+						"UPDATE " ODOO_SYNC_SCHEMA ".inbound_queue q SET dead = true "
+						"FROM f WHERE q.id = f.id AND f.state = 'dead'",
 						4, dead);
 	plan_cron = prepare("SELECT " ODOO_SYNC_SCHEMA "._cron_trigger()", 0, NULL);
 	plan_bill = prepare("SELECT " ODOO_SYNC_SCHEMA "._evaluate_billing($1, $2, "
@@ -293,20 +298,17 @@ open_index(Oid nsp, const char *name)
 }
 
 /*
- * Whether an inbound tuple is accepted; its picking in *picking.
+ * Whether a queue tuple is an accepted event (not a dead one); its picking
+ * in *picking.
  */
 static bool
-pending_tuple(HeapTuple tup, TupleDesc desc, AttrNumber att_state,
+pending_tuple(HeapTuple tup, TupleDesc desc, AttrNumber att_dead,
 			  AttrNumber att_picking, int32 *picking)
 {
 	bool		isnull;
-	Datum		d = heap_getattr(tup, att_state, desc, &isnull);
-	text	   *t;
+	Datum		d = heap_getattr(tup, att_dead, desc, &isnull);
 
-	if (isnull)
-		return false;
-	t = DatumGetTextPP(d);
-	if (VARSIZE_ANY_EXHDR(t) != 8 || memcmp(VARDATA_ANY(t), "accepted", 8) != 0)
+	if (isnull || DatumGetBool(d))
 		return false;
 	*picking = DatumGetInt32(heap_getattr(tup, att_picking, desc, &isnull));
 	return !isnull;
@@ -318,22 +320,23 @@ pending_tuple(HeapTuple tup, TupleDesc desc, AttrNumber att_state,
  * accepted events in (event_time, id) order.  Fills ids and picks, returns
  * the count.
  *
- * It reads the two partial indexes of pending events directly instead of
- * through the planner: the statistics of a queue are often those of an
- * (almost) empty table, and a plan made with them scans every pending event
- * per picking (measured: a quarter of a second per claim).  Needs an active
- * snapshot.
+ * It reads odoo_sync.inbound_queue (the events not applied yet) through its
+ * two indexes directly instead of through the planner: the statistics of a
+ * queue are often those of an (almost) empty table, and a plan made with
+ * them scans every pending event per picking (measured: a quarter of a
+ * second per claim).  Dead events stay in the queue, marked; they are
+ * skipped.  Needs an active snapshot.
  */
 static int
 claim(int limit, int64 *ids, int32 *picks)
 {
 	Oid			nsp = get_namespace_oid(ODOO_SYNC_SCHEMA, false);
-	Oid			relid = get_relname_relid("inbound", nsp);
+	Oid			relid = get_relname_relid("inbound_queue", nsp);
 	Relation	rel;
 	Relation	idx;
 	TupleDesc	desc;
 	AttrNumber	att_id,
-				att_state,
+				att_dead,
 				att_picking;
 	SysScanDesc scan;
 	HeapTuple	tup;
@@ -342,25 +345,25 @@ claim(int limit, int64 *ids, int32 *picks)
 	int			n = 0;
 
 	if (!OidIsValid(relid))
-		elog(ERROR, "table " ODOO_SYNC_SCHEMA ".inbound does not exist");
+		elog(ERROR, "table " ODOO_SYNC_SCHEMA ".inbound_queue does not exist");
 	rel = table_open(relid, AccessShareLock);
 	desc = RelationGetDescr(rel);
 	att_id = get_attnum(relid, "id");
-	att_state = get_attnum(relid, "state");
+	att_dead = get_attnum(relid, "dead");
 	att_picking = get_attnum(relid, "picking_id");
-	if (att_id == InvalidAttrNumber || att_state == InvalidAttrNumber ||
+	if (att_id == InvalidAttrNumber || att_dead == InvalidAttrNumber ||
 		att_picking == InvalidAttrNumber)
-		elog(ERROR, "table " ODOO_SYNC_SCHEMA ".inbound lacks a column the apply worker needs");
+		elog(ERROR, "table " ODOO_SYNC_SCHEMA ".inbound_queue lacks a column the apply worker needs");
 
-	/* the pickings of the oldest accepted events: inbound_pending_idx (id) */
-	idx = open_index(nsp, "inbound_pending_idx");
+	/* the pickings of the oldest accepted events: inbound_queue_pkey (id) */
+	idx = open_index(nsp, "inbound_queue_pkey");
 	scan = systable_beginscan_ordered(rel, idx, GetActiveSnapshot(), 0, NULL);
 	while (np < limit &&
 		   (tup = systable_getnext_ordered(scan, ForwardScanDirection)) != NULL)
 	{
 		int32		picking;
 
-		if (pending_tuple(tup, desc, att_state, att_picking, &picking))
+		if (pending_tuple(tup, desc, att_dead, att_picking, &picking))
 			pickings[np++] = picking;
 	}
 	systable_endscan_ordered(scan);
@@ -372,8 +375,8 @@ claim(int limit, int64 *ids, int32 *picks)
 	}
 	qsort(pickings, np, sizeof(int32), cmp_int32);
 
-	/* their accepted events: inbound_pending_picking_idx (picking_id, event_time, id) */
-	idx = open_index(nsp, "inbound_pending_picking_idx");
+	/* their accepted events: inbound_queue_picking_idx (picking_id, event_time, id) */
+	idx = open_index(nsp, "inbound_queue_picking_idx");
 	for (int i = 0; i < np && n < limit; i++)
 	{
 		ScanKeyData key;
@@ -389,7 +392,7 @@ claim(int limit, int64 *ids, int32 *picks)
 			int32		picking;
 			bool		isnull;
 
-			if (!pending_tuple(tup, desc, att_state, att_picking, &picking) ||
+			if (!pending_tuple(tup, desc, att_dead, att_picking, &picking) ||
 				picking != pickings[i])
 				continue;
 			ids[n] = DatumGetInt64(heap_getattr(tup, att_id, desc, &isnull));

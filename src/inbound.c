@@ -52,6 +52,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -62,6 +63,7 @@
 #include "utils/datetime.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -101,9 +103,50 @@ typedef struct IngestEvent
 	int32		picking_id;
 } IngestEvent;
 
+typedef struct IngestBatch IngestBatch;
+
+/*
+ * The call's events in input order: their outcome, and the valid ones
+ * waiting for the batch insert (flush_batch).  Nothing of an event is kept
+ * beyond what the insert and the result row need.
+ */
+typedef struct IngestResult
+{
+	char	   *source;
+	char	   *id;
+	const char *status;			/* NULL while waiting for the insert */
+	Verdict		v;
+} IngestResult;
+
+struct IngestBatch
+{
+	MemoryContext cxt;			/* lives for the call */
+	int			n;				/* events in the call */
+	IngestResult *results;		/* [n] */
+	int			accepted;
+	/* valid events not inserted yet, as the insert's array arguments */
+	int			np;
+	int		   *slot;			/* [n] index in results */
+	Datum	   *col[9];			/* [n] each */
+	bool	   *corr_null;		/* [n] */
+	/* open addressing over (source, id) of the waiting events: slot + 1 */
+	int			hsize;			/* a power of two, at least 2 n */
+	int		   *hash;
+	/* the picking names among the call's subjects, looked up at once */
+	int			nnames;
+	char	  **names;			/* [n] */
+	int32	   *name_ids;		/* [n] the (first) picking with that name */
+	int		   *name_counts;	/* [n] pickings with that name, at most 2 */
+	int		   *nhash;			/* [hsize] open addressing: index + 1 */
+};
+
+static void flush_batch(IngestBatch *b);
+static int	name_find(IngestBatch *b, const char *name, bool add);
+
 /* SPI plans, prepared once per backend */
 static SPIPlanPtr plan_by_id = NULL;
 static SPIPlanPtr plan_by_name = NULL;
+static SPIPlanPtr plan_by_names = NULL;
 static SPIPlanPtr plan_by_our_ref = NULL;
 static SPIPlanPtr plan_by_odoo_ref = NULL;
 static SPIPlanPtr plan_insert = NULL;
@@ -916,8 +959,9 @@ prepare_plans(void)
 {
 	Oid			int4[1] = {INT4OID};
 	Oid			text1[1] = {TEXTOID};
-	Oid			ins[9] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID,
-	TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID};
+	Oid			textarr[1] = {TEXTARRAYOID};
+	Oid			ins[9] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	INT4ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID};
 
 	if (plan_insert != NULL)
 		return;
@@ -925,6 +969,12 @@ prepare_plans(void)
 						 1, int4);
 	plan_by_name = prepare("SELECT id FROM " ODOO_SCHEMA ".stock_picking "
 						   "WHERE name = $1 LIMIT 2", 1, text1);
+	/* the names of a whole call at once (prefetch_names) */
+	/* (a join, not name = ANY ($1): that was planned as a sequential scan) */
+	plan_by_names = prepare("SELECT u.name, pg_catalog.min(p.id), pg_catalog.count(*) "
+							"FROM pg_catalog.unnest($1) AS u(name) "
+							"JOIN " ODOO_SCHEMA ".stock_picking p ON p.name = u.name "
+							"GROUP BY u.name", 1, textarr);
 	/* tracking references we know of, applied or still in the inbox */
 	plan_by_our_ref = prepare("SELECT picking_id FROM " ODOO_SYNC_SCHEMA ".shipment "
 							  "WHERE tracking_ref = $1 "
@@ -935,11 +985,22 @@ prepare_plans(void)
 	plan_by_odoo_ref = prepare("SELECT id FROM " ODOO_SCHEMA ".stock_picking "
 							   "WHERE carrier_tracking_ref = $1 LIMIT 2", 1, text1);
 	plan_types = prepare("SELECT type FROM " ODOO_SYNC_SCHEMA ".handler", 0, NULL);
-	plan_insert = prepare("INSERT INTO " ODOO_SYNC_SCHEMA ".inbound "
+	/* the inbox row and, for the apply worker, the queue row */
+	plan_insert = prepare("WITH ins AS (INSERT INTO " ODOO_SYNC_SCHEMA ".inbound "
 						  "(source, event_id, type, subject, picking_id, event_time, "
 						  "correlation_id, data, envelope) "
-						  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9 - 'data') "
-						  "ON CONFLICT (source, event_id) DO NOTHING RETURNING id",
+						  "SELECT u.s, u.e, u.t, u.sub, u.p, u.tm, u.c, u.d, u.env - 'data' "
+						  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+						  "pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+						  "pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8), "
+						  "pg_catalog.unnest($9)) "
+						  "AS u(s, e, t, sub, p, tm, c, d, env) "
+						  "ON CONFLICT (source, event_id) DO NOTHING "
+						  "RETURNING id, picking_id, event_time, source, event_id), "
+						  "q AS (INSERT INTO " ODOO_SYNC_SCHEMA ".inbound_queue "
+						  "(id, picking_id, event_time) "
+						  "SELECT id, picking_id, event_time FROM ins) "
+						  "SELECT source, event_id FROM ins",
 						  9, ins);
 }
 
@@ -984,7 +1045,7 @@ lookup(SPIPlanPtr plan, Datum arg, int32 *id)
  * Resolves the subject to a picking id.
  */
 static bool
-resolve_subject(IngestEvent *ev, Verdict *v)
+resolve_subject(IngestBatch *b, IngestEvent *ev, Verdict *v)
 {
 	const char *s = ev->subject;
 	size_t		len = strlen(s);
@@ -1005,7 +1066,22 @@ resolve_subject(IngestEvent *ev, Verdict *v)
 	}
 	for (int i = 0; i < 3; i++)
 	{
-		int			n = lookup(by_text[i], arg, &ev->picking_id);
+		int			n;
+		int			k;
+
+		/*
+		 * Tracking references of route assignments still in the inbox
+		 * count, also those earlier in this call: store them first.
+		 */
+		if (by_text[i] == plan_by_our_ref)
+			flush_batch(b);
+		if (by_text[i] == plan_by_name && (k = name_find(b, s, false)) >= 0)
+		{
+			n = b->name_counts[k];
+			ev->picking_id = b->name_ids[k];
+		}
+		else
+			n = lookup(by_text[i], arg, &ev->picking_id);
 
 		if (n == 1)
 			return true;
@@ -1167,56 +1243,248 @@ emit(ReturnSetInfo *rsinfo, int index, const char *source, const char *id,
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }
 
+static uint32
+key_hash(const char *source, const char *id)
+{
+	uint32		h = hash_bytes((const unsigned char *) source, strlen(source));
+
+	return hash_combine(h, hash_bytes((const unsigned char *) id, strlen(id)));
+}
+
 /*
- * Validates, resolves and stores one event; emits its result row.  Returns
- * true when accepted.
+ * Finds the waiting event with this (source, id); with add, registers
+ * waiting event p when there is none.  Returns the waiting event's index in
+ * the pending arrays, or -1.
  */
-static bool
-ingest_one(ReturnSetInfo *rsinfo, int index, JsonbValue *jv, Jsonb *whole,
+static int
+key_find(IngestBatch *b, const char *source, const char *id, bool add, int p)
+{
+	uint32		i = key_hash(source, id) & (b->hsize - 1);
+
+	while (b->hash[i] != 0)
+	{
+		IngestResult *r = &b->results[b->slot[b->hash[i] - 1]];
+
+		if (strcmp(r->id, id) == 0 && strcmp(r->source, source) == 0)
+			return b->hash[i] - 1;
+		i = (i + 1) & (b->hsize - 1);
+	}
+	if (add)
+		b->hash[i] = p + 1;
+	return -1;
+}
+
+/*
+ * The index of a prefetched picking name, or -1; with add, registers it
+ * (count 0: no such picking) when it is not there.
+ */
+static int
+name_find(IngestBatch *b, const char *name, bool add)
+{
+	uint32		i;
+
+	if (b->nhash == NULL)
+		return -1;
+	i = hash_bytes((const unsigned char *) name, strlen(name)) & (b->hsize - 1);
+	while (b->nhash[i] != 0)
+	{
+		if (strcmp(b->names[b->nhash[i] - 1], name) == 0)
+			return b->nhash[i] - 1;
+		i = (i + 1) & (b->hsize - 1);
+	}
+	if (!add)
+		return -1;
+	b->names[b->nnames] = pstrdup(name);
+	b->name_ids[b->nnames] = 0;
+	b->name_counts[b->nnames] = 0;
+	b->nhash[i] = ++b->nnames;
+	return b->nnames - 1;
+}
+
+/*
+ * Looks up the pickings named by the call's string subjects with one query,
+ * instead of one lookup per event (most subjects are picking names).
+ * resolve_subject then takes a name from here; a subject found by picking
+ * id first, or not a string, is not affected.
+ */
+static void
+prefetch_names(IngestBatch *b, JsonbContainer *root, bool is_batch)
+{
+	MemoryContext old = MemoryContextSwitchTo(b->cxt);
+	Datum	   *elems;
+	Datum		arg;
+	int			ret;
+
+	b->names = palloc(sizeof(char *) * b->n);
+	b->name_ids = palloc(sizeof(int32) * b->n);
+	b->name_counts = palloc(sizeof(int) * b->n);
+	b->nhash = palloc0(sizeof(int) * b->hsize);
+	for (int i = 0; i < b->n; i++)
+	{
+		JsonbValue *ev = is_batch ? getIthJsonbValueFromContainer(root, i) : NULL;
+		JsonbContainer *c = is_batch ? NULL : root;
+		JsonbValue	buf;
+
+		if (ev != NULL && ev->type == jbvBinary && JsonContainerIsObject(ev->val.binary.data))
+			c = ev->val.binary.data;
+		if (c == NULL || !JsonContainerIsObject(c) ||
+			getKeyJsonValueFromContainer(c, "subject", 7, &buf) == NULL ||
+			buf.type != jbvString || buf.val.string.len == 0 ||
+			buf.val.string.len > 800)
+			continue;
+		(void) name_find(b, pnstrdup(buf.val.string.val, buf.val.string.len), true);
+	}
+	if (b->nnames == 0)
+	{
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	elems = palloc(sizeof(Datum) * b->nnames);
+	for (int i = 0; i < b->nnames; i++)
+		elems[i] = CStringGetTextDatum(b->names[i]);
+	arg = PointerGetDatum(construct_array(elems, b->nnames, TEXTOID, -1, false, TYPALIGN_INT));
+	MemoryContextSwitchTo(old);
+
+	ret = SPI_execute_plan(plan_by_names, &arg, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "subject lookup failed: %s", SPI_result_code_string(ret));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		char	   *name = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+		int			k = name ? name_find(b, name, false) : -1;
+		int64		count;
+
+		if (k < 0)
+			continue;
+		b->name_ids[k] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r],
+													 SPI_tuptable->tupdesc, 2, &isnull));
+		count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+											SPI_tuptable->tupdesc, 3, &isnull));
+		b->name_counts[k] = count > 2 ? 2 : (int) count;
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
+ * Inserts the waiting events with one INSERT ... SELECT FROM unnest(...)
+ * ON CONFLICT (source, event_id) DO NOTHING: those it returns are accepted,
+ * the others were stored already (duplicate).  One statement per call
+ * instead of one per event: executor start-up, the check constraint and
+ * each index's descent were most of ingest's cost.  Rows are inserted in
+ * input order (identity ids, hence apply order, follow it).
+ */
+static void
+flush_batch(IngestBatch *b)
+{
+	static const Oid elemtypes[9] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID,
+	TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID};
+	Datum		args[9];
+	int			ret;
+	MemoryContext old;
+
+	if (b->np == 0)
+		return;
+	old = MemoryContextSwitchTo(b->cxt);
+	for (int c = 0; c < 9; c++)
+	{
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+		int			dims[1] = {b->np};
+		int			lbs[1] = {1};
+
+		get_typlenbyvalalign(elemtypes[c], &typlen, &typbyval, &typalign);
+		args[c] = PointerGetDatum(construct_md_array(b->col[c],
+													 c == 6 ? b->corr_null : NULL,
+													 1, dims, lbs, elemtypes[c],
+													 typlen, typbyval, typalign));
+	}
+	MemoryContextSwitchTo(old);
+
+	ret = SPI_execute_plan(plan_insert, args, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "inbound insert failed: %s", SPI_result_code_string(ret));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *source = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		char	   *id = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		int			p = key_find(b, source, id, false, 0);
+
+		if (p < 0)
+			elog(ERROR, "inbound insert returned an event it was not given");
+		b->results[b->slot[p]].status = "accepted";
+		b->accepted++;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	for (int p = 0; p < b->np; p++)
+		if (b->results[b->slot[p]].status == NULL)
+			b->results[b->slot[p]].status = "duplicate";
+	b->np = 0;
+	memset(b->hash, 0, sizeof(int) * b->hsize);
+}
+
+/*
+ * Validates and resolves one event; a valid one waits for the batch insert
+ * (a repeat of a waiting one is a duplicate at once), an invalid one is
+ * rejected.  Runs in a short-lived context; what must outlive it is copied
+ * into the batch's.
+ */
+static void
+ingest_one(IngestBatch *b, int index, JsonbValue *jv, Jsonb *whole,
 		   List *custom_types)
 {
 	IngestEvent ev;
 	Verdict		v;
-	Datum		args[9];
-	char		nulls[9];
-	int			ret;
-	bool		accepted;
+	IngestResult *r = &b->results[index];
+	MemoryContext old;
+	int			p;
 
 	memset(&ev, 0, sizeof(ev));
 	memset(&v, 0, sizeof(v));
-	if (!validate_event(jv, &ev, custom_types, &v) || !resolve_subject(&ev, &v))
+	if (!validate_event(jv, &ev, custom_types, &v) || !resolve_subject(b, &ev, &v))
 	{
-		emit(rsinfo, index, ev.source, ev.id, "rejected", &v);
-		return false;
+		old = MemoryContextSwitchTo(b->cxt);
+		r->source = ev.source ? pstrdup(ev.source) : NULL;
+		r->id = ev.id ? pstrdup(ev.id) : NULL;
+		r->status = "rejected";
+		r->v.sqlstate = v.sqlstate;
+		r->v.reason = pstrdup(v.reason);
+		r->v.field = pstrdup(v.field);
+		MemoryContextSwitchTo(old);
+		return;
 	}
 
-	memset(nulls, ' ', sizeof(nulls));
-	args[0] = CStringGetTextDatum(ev.source);
-	args[1] = CStringGetTextDatum(ev.id);
-	args[2] = CStringGetTextDatum(ev.type);
-	args[3] = CStringGetTextDatum(ev.subject);
-	args[4] = Int32GetDatum(ev.picking_id);
-	args[5] = TimestampTzGetDatum(ev.time);
-	if (ev.correlation_id)
-		args[6] = CStringGetTextDatum(ev.correlation_id);
-	else
-		nulls[6] = 'n';
-	args[7] = JsonbPGetDatum(JsonbValueToJsonb(&ev.data));
-	args[8] = JsonbPGetDatum(whole ? whole : JsonbValueToJsonb(jv));
-
-	ret = SPI_execute_plan(plan_insert, args, nulls, false, 0);
-	if (ret != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "inbound insert failed: %s", SPI_result_code_string(ret));
-	accepted = SPI_processed == 1;
-	SPI_freetuptable(SPI_tuptable);
-	emit(rsinfo, index, ev.source, ev.id, accepted ? "accepted" : "duplicate", NULL);
-	return accepted;
+	old = MemoryContextSwitchTo(b->cxt);
+	r->source = pstrdup(ev.source);
+	r->id = pstrdup(ev.id);
+	p = b->np;
+	b->slot[p] = index;
+	if (key_find(b, ev.source, ev.id, true, p) >= 0)
+	{
+		/* the same (source, id) earlier in this call */
+		r->status = "duplicate";
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	b->col[0][p] = CStringGetTextDatum(ev.source);
+	b->col[1][p] = CStringGetTextDatum(ev.id);
+	b->col[2][p] = CStringGetTextDatum(ev.type);
+	b->col[3][p] = CStringGetTextDatum(ev.subject);
+	b->col[4][p] = Int32GetDatum(ev.picking_id);
+	b->col[5][p] = TimestampTzGetDatum(ev.time);
+	b->corr_null[p] = ev.correlation_id == NULL;
+	b->col[6][p] = ev.correlation_id ? CStringGetTextDatum(ev.correlation_id) : (Datum) 0;
+	b->col[7][p] = JsonbPGetDatum(JsonbValueToJsonb(&ev.data));
+	b->col[8][p] = JsonbPGetDatum(whole ? whole : JsonbValueToJsonb(jv));
+	b->np++;
+	MemoryContextSwitchTo(old);
 }
 
 /*
  * The body of both ingest() variants, for a parsed document whose size was
- * checked: depth, shape and batch limits, then each event in order.  Uses
- * SPI; the result is a materialized set.
+ * checked: depth, shape and batch limits, then each event in order, one
+ * insert for the valid ones.  Uses SPI; the result is a materialized set.
  */
 static Datum
 ingest_document(FunctionCallInfo fcinfo, Jsonb *doc)
@@ -1226,10 +1494,10 @@ ingest_document(FunctionCallInfo fcinfo, Jsonb *doc)
 	MemoryContext per_event,
 				old;
 	List	   *custom_types;
-	int			accepted = 0;
 	bool		is_batch;
 	int			n;
 	Oid			picking_rel;
+	IngestBatch b;
 
 	if (jsonb_depth(doc, ingest_max_depth) > ingest_max_depth)
 		depth_error();
@@ -1258,10 +1526,30 @@ ingest_document(FunctionCallInfo fcinfo, Jsonb *doc)
 
 	InitMaterializedSRF(fcinfo, 0);
 
+	/* made before SPI_connect: the results outlive SPI's memory */
+	memset(&b, 0, sizeof(b));
+	b.cxt = AllocSetContextCreate(CurrentMemoryContext, "odoo_sync ingest batch",
+								  ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(b.cxt);
+	b.n = n;
+	b.results = palloc0(sizeof(IngestResult) * n);
+	b.slot = palloc(sizeof(int) * n);
+	for (int c = 0; c < 9; c++)
+		b.col[c] = palloc(sizeof(Datum) * n);
+	b.corr_null = palloc(sizeof(bool) * n);
+	b.hsize = 8;
+	while (b.hsize < 2 * n)
+		b.hsize *= 2;
+	b.hash = palloc0(sizeof(int) * b.hsize);
+	MemoryContextSwitchTo(old);
+
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	prepare_plans();
 	custom_types = load_custom_types();
+	/* (one event: its own lookup is cheaper than the set-up of the query) */
+	if (n > 1)
+		prefetch_names(&b, root, is_batch);
 
 	per_event = AllocSetContextCreate(CurrentMemoryContext, "odoo_sync ingest event",
 									  ALLOCSET_DEFAULT_SIZES);
@@ -1273,7 +1561,7 @@ ingest_document(FunctionCallInfo fcinfo, Jsonb *doc)
 		jv.val.binary.data = root;
 		jv.val.binary.len = VARSIZE(doc) - VARHDRSZ;
 		old = MemoryContextSwitchTo(per_event);
-		accepted += ingest_one(rsinfo, 0, &jv, doc, custom_types);
+		ingest_one(&b, 0, &jv, doc, custom_types);
 		MemoryContextSwitchTo(old);
 	}
 	else
@@ -1285,15 +1573,21 @@ ingest_document(FunctionCallInfo fcinfo, Jsonb *doc)
 			CHECK_FOR_INTERRUPTS();
 			old = MemoryContextSwitchTo(per_event);
 			jv = getIthJsonbValueFromContainer(root, i);
-			accepted += ingest_one(rsinfo, i, jv, NULL, custom_types);
+			ingest_one(&b, i, jv, NULL, custom_types);
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(per_event);
 		}
 	}
 	MemoryContextDelete(per_event);
+	flush_batch(&b);
 	SPI_finish();
 
-	if (accepted > 0)
+	for (int i = 0; i < n; i++)
+		emit(rsinfo, i, b.results[i].source, b.results[i].id, b.results[i].status,
+			 &b.results[i].v);
+	MemoryContextDelete(b.cxt);
+
+	if (b.accepted > 0)
 		odoo_sync_wake_at_commit(OSW_APPLY);
 	return (Datum) 0;
 }

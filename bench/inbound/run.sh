@@ -95,7 +95,8 @@ poll() { echo "$1" >&"${POLL[1]}"; read -r -t 60 reply <&"${POLL[0]}"; echo "$re
 wait_applied() {
 	local i
 	for i in $(seq 1 60000); do
-		if [ "$(poll "SELECT count(*) FROM (SELECT 1 FROM odoo_sync.inbound WHERE state = 'accepted' LIMIT 1) s;")" = 0 ]; then
+		# (the queue of events not applied yet: the inbox has no index on state)
+		if [ "$(poll "SELECT count(*) FROM (SELECT 1 FROM odoo_sync.inbound_queue WHERE NOT dead LIMIT 1) s;")" = 0 ]; then
 			poll "SELECT extract(epoch FROM clock_timestamp());"
 			return 0
 		fi
@@ -103,7 +104,7 @@ wait_applied() {
 	done
 	echo "events not applied in time" >&2; exit 1
 }
-reset_inbox() { psql_ -c 'TRUNCATE odoo_sync.inbound, odoo_sync.shipment_history, floor_events' -c 'VACUUM odoo_sync.shipment'; }
+reset_inbox() { psql_ -c 'TRUNCATE odoo_sync.inbound, odoo_sync.inbound_queue, odoo_sync.shipment_history, floor_events' -c 'VACUUM odoo_sync.shipment'; }
 set_enabled() {
 	psql_ -c "ALTER SYSTEM SET odoo_sync.enabled = $1" -c 'SELECT pg_reload_conf()' >/dev/null
 }

@@ -38,7 +38,7 @@ CREATE TABLE @extschema@.inbound (
 	error_detail	text,
 	dead_at			timestamptz,
 	UNIQUE (source, event_id)
-);
+) WITH (fillfactor = 50);
 COMMENT ON TABLE @extschema@.inbound IS
 	'Inbox of inbound events (CloudEvents-shaped), stored once per (source, event_id) by odoo_sync.ingest() and applied by the apply worker.';
 COMMENT ON COLUMN @extschema@.inbound.event_id IS 'The CloudEvents id given by the sender; (source, event_id) makes ingest idempotent.';
@@ -48,18 +48,35 @@ COMMENT ON COLUMN @extschema@.inbound.event_time IS 'The event''s own time (Clou
 COMMENT ON COLUMN @extschema@.inbound.envelope IS 'The event as received, without data.';
 COMMENT ON COLUMN @extschema@.inbound.state IS 'accepted (waiting to be applied), applied, or dead (handler error, see error_*; odoo_sync.reapply() retries).';
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.inbound', '');
-CREATE INDEX inbound_pending_idx ON @extschema@.inbound (id) WHERE state = 'accepted';
-CREATE INDEX inbound_pending_picking_idx ON @extschema@.inbound (picking_id, event_time, id)
-	WHERE state = 'accepted';
-CREATE INDEX inbound_picking_idx ON @extschema@.inbound (picking_id, id);
--- a queue: every event is updated once (accepted -> applied); vacuum it early
--- so that the partial indexes of pending events stay small
+-- Every event is updated once (accepted -> applied).  No index of the inbox
+-- names a column that update changes (pending and dead events are found
+-- through inbound_queue), and fillfactor 50 leaves each page room for the
+-- new versions of its rows: the update is a HOT update, which adds no index
+-- entries (a non-HOT one added three, and was half of the apply worker's
+-- work).  The price is an inbox about twice the size of its rows.
 ALTER TABLE @extschema@.inbound SET (autovacuum_vacuum_scale_factor = 0.02,
 	autovacuum_analyze_scale_factor = 0.02);
-CREATE INDEX inbound_dead_idx ON @extschema@.inbound (type) WHERE state = 'dead';
 -- subjects may be tracking references assigned by a route_assigned event
 CREATE INDEX inbound_tracking_ref_idx ON @extschema@.inbound ((data->>'tracking_ref'))
 	WHERE type = 'shipment.route_assigned';
+
+-- The events not applied yet: a row per accepted or dead event, inserted by
+-- ingest (and reapply), deleted when the event is applied, in the same
+-- transaction as the state change of its inbound row.
+CREATE TABLE @extschema@.inbound_queue (
+	id				bigint PRIMARY KEY,
+	picking_id		integer NOT NULL,
+	event_time		timestamptz NOT NULL,
+	dead			boolean NOT NULL DEFAULT false
+);
+COMMENT ON TABLE @extschema@.inbound_queue IS
+	'Private: the inbound events not applied yet (accepted, or dead: dead = true), what the apply worker claims from; the state itself is odoo_sync.inbound.state.';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.inbound_queue', '');
+-- the apply worker reads both indexes directly (src/apply.c, claim)
+CREATE INDEX inbound_queue_picking_idx ON @extschema@.inbound_queue (picking_id, event_time, id)
+	WHERE NOT dead;
+ALTER TABLE @extschema@.inbound_queue SET (autovacuum_vacuum_scale_factor = 0.02,
+	autovacuum_analyze_scale_factor = 0.02);
 
 ------------------------------------------------------------------ handlers
 
@@ -363,6 +380,82 @@ AS $$ SELECT pg_catalog.set_config('odoo_sync_apply.note', p_note, true); $$;
 COMMENT ON FUNCTION @extschema@._note(text) IS
 	'Private: what the current handler did, recorded as the effect in shipment_history.';
 
+------------------------------------------------------------------ the milestone machine
+
+-- The one implementation of the milestone state machine, on a shipment row
+-- held in memory: handle_milestone (per event) and _apply_batch (a batch of
+-- events, rows written once per batch) both call it.  Everything is
+-- schema-qualified and there is no SET clause: a SET clause would save and
+-- restore the setting on every call, once per milestone.
+CREATE FUNCTION @extschema@._milestone_step(s @extschema@.shipment, ev @extschema@.inbound,
+	OUT shipment @extschema@.shipment, OUT changed boolean, OUT note text)
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+	d jsonb := ev.data;
+	v_status text := d->>'status';
+BEGIN
+	changed := false;
+	-- location and ETA follow the newest event time
+	IF s.location_time IS NULL OR ev.event_time >= s.location_time THEN
+		s.last_location := COALESCE(d->'location', s.last_location);
+		s.location_time := ev.event_time;
+		s.eta := COALESCE((d->>'eta')::timestamptz, s.eta);
+		changed := true;
+	END IF;
+	IF v_status = 'delayed' THEN
+		IF s.status IS DISTINCT FROM 'delivered' AND s.status IS DISTINCT FROM 'returned' THEN
+			s.delayed := true;
+			changed := true;
+			note := 'delayed';
+		ELSE
+			note := 'kept in history: delay reported after delivery';
+		END IF;
+	ELSIF v_status = 'exception' THEN
+		IF s.delivered_at IS NOT NULL AND ev.event_time <= s.delivered_at THEN
+			-- an exception that happened before the delivery we know of
+			note := 'kept in history: exception before delivery';
+		ELSE
+			s.open_exception := pg_catalog.jsonb_build_object(
+				'code', d->>'exception_code', 'text', d->>'exception_text',
+				'status', v_status, 'time', ev.event_time, 'inbound_id', ev.id);
+			changed := true;
+			note := 'exception opened';
+		END IF;
+	ELSIF @extschema@._status_rank(v_status) > @extschema@._status_rank(s.status) THEN
+		note := 'status ' || COALESCE(s.status, 'none') || ' -> ' || v_status;
+		IF v_status IN ('delivered', 'returned') THEN
+			s.delayed := false;
+			-- a later delivery resolves an earlier exception
+			IF (s.open_exception->>'time')::timestamptz <= ev.event_time THEN
+				s.open_exception := NULL;
+			END IF;
+			IF v_status = 'delivered' THEN
+				s.delivered_at := COALESCE(s.delivered_at, ev.event_time);
+			END IF;
+		ELSIF v_status = 'failed_delivery' THEN
+			-- failed_delivery opens an exception of its own
+			s.open_exception := pg_catalog.jsonb_build_object(
+				'code', d->>'exception_code', 'text', d->>'exception_text',
+				'status', v_status, 'time', ev.event_time, 'inbound_id', ev.id);
+		END IF;
+		s.status := v_status;
+		s.status_time := ev.event_time;
+		changed := true;
+	ELSE
+		note := 'kept in history: ' || v_status || ' does not move status '
+				|| COALESCE(s.status, 'none') || ' back';
+	END IF;
+	IF changed THEN
+		s.updated_at := pg_catalog.now();
+		s.last_inbound_id := ev.id;
+	END IF;
+	shipment := s;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._milestone_step(@extschema@.shipment, @extschema@.inbound) IS
+	'Private: the milestone state machine: the shipment row after a shipment.milestone event, whether it changed, and the note for the history (used by handle_milestone and _apply_batch).';
+
 ------------------------------------------------------------------ built-in handlers
 
 CREATE PROCEDURE @extschema@.handle_route_assigned(ev @extschema@.inbound)
@@ -402,65 +495,16 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, @extschema@
 AS $$
 DECLARE
-	d jsonb := ev.data;
-	v_status text := d->>'status';
 	s shipment;
-	v_newer boolean;
+	r record;
 BEGIN
 	-- the apply worker is the only writer of shipment rows: no row lock
 	SELECT * INTO s FROM shipment WHERE picking_id = ev.picking_id;
-	v_newer := s.location_time IS NULL OR ev.event_time >= s.location_time;
-	IF v_newer THEN
-		UPDATE shipment
-		   SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, last_location = COALESCE(d->'location', last_location),
-			   location_time = ev.event_time,
-			   eta = COALESCE((d->>'eta')::timestamptz, eta)
-		 WHERE picking_id = ev.picking_id;
+	r := _milestone_step(s, ev);
+	IF r.changed THEN
+		PERFORM _shipment_put(r.shipment);
 	END IF;
-
-	IF v_status IN ('exception', 'delayed') THEN
-		IF v_status = 'delayed' THEN
-			IF s.status IS DISTINCT FROM 'delivered' AND s.status IS DISTINCT FROM 'returned' THEN
-				UPDATE shipment SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, delayed = true WHERE picking_id = ev.picking_id;
-				PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'delayed', true);
-			ELSE
-				PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'kept in history: delay reported after delivery', true);
-			END IF;
-		ELSIF s.delivered_at IS NOT NULL AND ev.event_time <= s.delivered_at THEN
-			-- an exception that happened before the delivery we know of
-			PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'kept in history: exception before delivery', true);
-		ELSE
-			UPDATE shipment
-			   SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, open_exception = jsonb_build_object(
-					'code', d->>'exception_code', 'text', d->>'exception_text',
-					'status', v_status, 'time', ev.event_time, 'inbound_id', ev.id)
-			 WHERE picking_id = ev.picking_id;
-			PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'exception opened', true);
-		END IF;
-		RETURN;
-	END IF;
-
-	IF _status_rank(v_status) > _status_rank(s.status) THEN
-		UPDATE shipment
-		   SET updated_at = pg_catalog.now(), last_inbound_id = ev.id, status = v_status, status_time = ev.event_time,
-			   delayed = CASE WHEN v_status IN ('delivered', 'returned') THEN false ELSE delayed END,
-			   delivered_at = CASE WHEN v_status = 'delivered'
-								   THEN COALESCE(delivered_at, ev.event_time) ELSE delivered_at END,
-			   -- a later delivery resolves an earlier exception;
-			   -- failed_delivery opens one of its own
-			   open_exception = CASE
-					WHEN v_status = 'failed_delivery' THEN jsonb_build_object(
-						'code', d->>'exception_code', 'text', d->>'exception_text',
-						'status', v_status, 'time', ev.event_time, 'inbound_id', ev.id)
-					WHEN v_status IN ('delivered', 'returned')
-						 AND (open_exception->>'time')::timestamptz <= ev.event_time THEN NULL
-					ELSE open_exception END
-		 WHERE picking_id = ev.picking_id;
-		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'status ' || COALESCE(s.status, 'none') || ' -> ' || v_status, true);
-	ELSE
-		PERFORM pg_catalog.set_config('odoo_sync_apply.note', 'kept in history: ' || v_status || ' does not move status '
-					  || COALESCE(s.status, 'none') || ' back', true);
-	END IF;
+	PERFORM pg_catalog.set_config('odoo_sync_apply.note', r.note, true);
 END
 $$;
 COMMENT ON PROCEDURE @extschema@.handle_milestone(@extschema@.inbound) IS
@@ -751,6 +795,7 @@ BEGIN
 	UPDATE inbound SET state = 'applied', applied_at = pg_catalog.clock_timestamp(),
 		   attempts = attempts + 1
 	 WHERE id = p_id;
+	DELETE FROM inbound_queue WHERE id = p_id;
 	-- built-in handlers other than charge never queue actions themselves
 	IF v_call IN ('CALL @extschema@.handle_milestone($1)', 'CALL @extschema@.handle_pod($1)',
 				  'CALL @extschema@.handle_route_assigned($1)',
@@ -767,7 +812,8 @@ REVOKE ALL ON FUNCTION @extschema@._apply_event(bigint) FROM PUBLIC;
 
 ------------------------------------------------------------------ apply, set-based fast path
 
--- Writes back the columns the milestone machine of _apply_batch keeps in memory.
+-- Writes back the columns the milestone machine (_milestone_step) changes,
+-- and the correlation id.
 CREATE FUNCTION @extschema@._shipment_put(s @extschema@.shipment)
 RETURNS void
 LANGUAGE plpgsql
@@ -844,39 +890,66 @@ DECLARE
 	s shipment;
 	k integer := 0;			-- position of the current picking in v_picks
 	j integer := 0;			-- position of the current event in v_evs
-	d jsonb;
 	v_code integer;
-	v_status text;
 	v_before text;
 	v_note text;
 	v_ids bigint[] := '{}';
 	v_hist shipment_history[] := '{}';
 	v_charges bigint[] := '{}';
 	v_queued integer := 0;
+	v_custom text[];
 	r record;
+	bp record;
 BEGIN
-	-- the batch's accepted events in the given order, with their handlers
-	-- (by primary key, one lookup per id: statistics of a nearly empty queue
-	-- would otherwise have every accepted row read)
-	SELECT array_agg(i ORDER BY u.n),
+	-- A type whose handler is not a built-in one takes the per-event path.
+	-- Checked before anything is written, and only where such handlers
+	-- exist at all.
+	SELECT array_agg(h.type) INTO v_custom FROM handler h
+	 WHERE h.call_sql NOT IN ('CALL @extschema@.handle_milestone($1)',
+							  'CALL @extschema@.handle_pod($1)',
+							  'CALL @extschema@.handle_charge($1)',
+							  'CALL @extschema@.handle_route_assigned($1)',
+							  'CALL @extschema@.handle_weight_confirmed($1)');
+	IF v_custom IS NOT NULL AND EXISTS (
+			SELECT 1 FROM unnest(p_ids) u(id)
+			  JOIN inbound x ON x.id = u.id
+			 WHERE x.state = 'accepted' AND x.type = ANY (v_custom)) THEN
+		RETURN -1;
+	END IF;
+
+	-- The batch's accepted events become applied first, and the update
+	-- returns them with their handlers: one visit of each row instead of a
+	-- read now and an update at the end.  The whole function runs in one
+	-- subtransaction; anything failing later undoes the update too.  The
+	-- update is HOT (see the inbox's fillfactor).  Apply order is (picking,
+	-- event time, id), the order the worker's claim gives the ids in (a join
+	-- with the ids' positions would be planned as a nested loop over them).
+	-- (u.ev is of type inbound: a record would be converted to inbound
+	-- through text on assignment)
+	WITH u AS (
+		UPDATE inbound x SET state = 'applied', applied_at = pg_catalog.clock_timestamp(),
+			   attempts = x.attempts + 1
+		 WHERE x.id = ANY (p_ids) AND x.state = 'accepted'
+		RETURNING x AS ev)
+	SELECT array_agg(u.ev ORDER BY (u.ev).picking_id, (u.ev).event_time, (u.ev).id),
 		   array_agg(CASE h.call_sql
 						WHEN 'CALL @extschema@.handle_milestone($1)' THEN 1
 						WHEN 'CALL @extschema@.handle_pod($1)' THEN 2
 						WHEN 'CALL @extschema@.handle_charge($1)' THEN 3
 						WHEN 'CALL @extschema@.handle_route_assigned($1)' THEN 4
 						WHEN 'CALL @extschema@.handle_weight_confirmed($1)' THEN 5
-						ELSE 0 END ORDER BY u.n)
+						ELSE 0 END ORDER BY (u.ev).picking_id, (u.ev).event_time, (u.ev).id)
 	  INTO v_evs, v_codes
-	  FROM unnest(p_ids) WITH ORDINALITY u(id, n)
-	  CROSS JOIN LATERAL (SELECT * FROM inbound x WHERE x.id = u.id OFFSET 0) i
-	  LEFT JOIN handler h ON h.type = i.type
-	 WHERE i.state = 'accepted';
+	  FROM u
+	  LEFT JOIN handler h ON h.type = (u.ev).type;
 	IF v_evs IS NULL THEN
 		RETURN 0;
 	END IF;
-	-- only the built-in handlers: anything else takes the per-event path
 	IF 0 = ANY (v_codes) THEN
-		RETURN -1;
+		-- no handler at all (a handler row deleted by hand): the per-event
+		-- path makes such an event dead with its reason
+		RAISE EXCEPTION 'an inbound event of the batch has no handler'
+			USING ERRCODE = 'undefined_function';
 	END IF;
 
 	-- the shipment rows of the batch's pickings, created where missing
@@ -913,63 +986,12 @@ BEGIN
 		v_note := NULL;
 
 		IF v_code = 1 THEN
-			-- handle_milestone() on the row in memory: the same decisions
-			-- and notes, written once per batch
-			d := ev.data;
-			v_status := d->>'status';
-			IF s.location_time IS NULL OR ev.event_time >= s.location_time THEN
-				s.last_location := COALESCE(d->'location', s.last_location);
-				s.location_time := ev.event_time;
-				s.eta := COALESCE((d->>'eta')::timestamptz, s.eta);
-				s.updated_at := pg_catalog.now();
-				s.last_inbound_id := ev.id;
+			-- the milestone machine on the row in memory, written once per batch
+			r := _milestone_step(s, ev);
+			s := r.shipment;
+			v_note := r.note;
+			IF r.changed THEN
 				v_dirty[k] := true;
-			END IF;
-			IF v_status = 'delayed' THEN
-				IF s.status IS DISTINCT FROM 'delivered' AND s.status IS DISTINCT FROM 'returned' THEN
-					s.delayed := true;
-					s.updated_at := pg_catalog.now();
-					s.last_inbound_id := ev.id;
-					v_dirty[k] := true;
-					v_note := 'delayed';
-				ELSE
-					v_note := 'kept in history: delay reported after delivery';
-				END IF;
-			ELSIF v_status = 'exception' THEN
-				IF s.delivered_at IS NOT NULL AND ev.event_time <= s.delivered_at THEN
-					v_note := 'kept in history: exception before delivery';
-				ELSE
-					s.open_exception := jsonb_build_object(
-						'code', d->>'exception_code', 'text', d->>'exception_text',
-						'status', v_status, 'time', ev.event_time, 'inbound_id', ev.id);
-					s.updated_at := pg_catalog.now();
-					s.last_inbound_id := ev.id;
-					v_dirty[k] := true;
-					v_note := 'exception opened';
-				END IF;
-			ELSIF _status_rank(v_status) > _status_rank(s.status) THEN
-				v_note := 'status ' || COALESCE(s.status, 'none') || ' -> ' || v_status;
-				IF v_status IN ('delivered', 'returned') THEN
-					s.delayed := false;
-					IF (s.open_exception->>'time')::timestamptz <= ev.event_time THEN
-						s.open_exception := NULL;
-					END IF;
-					IF v_status = 'delivered' THEN
-						s.delivered_at := COALESCE(s.delivered_at, ev.event_time);
-					END IF;
-				ELSIF v_status = 'failed_delivery' THEN
-					s.open_exception := jsonb_build_object(
-						'code', d->>'exception_code', 'text', d->>'exception_text',
-						'status', v_status, 'time', ev.event_time, 'inbound_id', ev.id);
-				END IF;
-				s.status := v_status;
-				s.status_time := ev.event_time;
-				s.updated_at := pg_catalog.now();
-				s.last_inbound_id := ev.id;
-				v_dirty[k] := true;
-			ELSE
-				v_note := 'kept in history: ' || v_status || ' does not move status '
-						  || COALESCE(s.status, 'none') || ' back';
 			END IF;
 		ELSE
 			-- the other built-in handlers run as they are, on the stored row
@@ -1020,9 +1042,7 @@ BEGIN
 		   h.status_after, h.effect, h.data
 	  FROM unnest(v_hist) WITH ORDINALITY h
 	 ORDER BY h.ordinality;
-	UPDATE inbound SET state = 'applied', applied_at = pg_catalog.clock_timestamp(),
-		   attempts = attempts + 1
-	 WHERE id = ANY (v_ids);
+	DELETE FROM inbound_queue WHERE id = ANY (v_ids);
 	IF pg_catalog.cardinality(v_charges) > 0 THEN
 		SELECT count(*) INTO v_queued FROM erp_action WHERE inbound_id = ANY (v_charges);
 	END IF;
@@ -1031,7 +1051,7 @@ BEGIN
 	-- whose action is not queued yet holds (_evaluate_billing queues nothing
 	-- elsewhere), and then by _evaluate_billing itself
 	IF EXISTS (SELECT 1 FROM billing_rule b WHERE b.enabled) THEN
-		FOR r IN SELECT x.p, x.last, (v_rows[x.n::integer]).correlation_id AS correlation_id
+		FOR bp IN SELECT x.p, x.last, (v_rows[x.n::integer]).correlation_id AS correlation_id
 				   FROM unnest(v_picks, v_lasts) WITH ORDINALITY x(p, last, n)
 				   JOIN _shipment_states(v_picks) st ON st.picking_id = x.p
 				  WHERE EXISTS (SELECT 1 FROM billing_rule b
@@ -1040,14 +1060,14 @@ BEGIN
 								   AND NOT EXISTS (SELECT 1 FROM erp_action a
 													WHERE a.idempotency_key = b.action || ':' || x.p))
 				  ORDER BY x.n LOOP
-			v_queued := v_queued + _evaluate_billing(r.p, r.last, r.correlation_id);
+			v_queued := v_queued + _evaluate_billing(bp.p, bp.last, bp.correlation_id);
 		END LOOP;
 	END IF;
 	RETURN v_queued;
 END
 $$;
 COMMENT ON FUNCTION @extschema@._apply_batch(bigint[]) IS
-	'Private: applies a claimed batch of inbound events with built-in handlers at once (milestones in memory, one history insert and one state update for the batch, billing rules per picking); returns the number of ERP actions queued, or -1 when an event needs a custom handler. The apply worker runs it in one subtransaction and falls back to _apply_event per event when it fails.';
+	'Private: applies a claimed batch of inbound events with built-in handlers at once, in (picking, event time, id) order (the state update first, returning the events; milestones in memory; one history insert for the batch; billing rules per picking); returns the number of ERP actions queued, or -1 when an event needs a custom handler. The apply worker runs it in one subtransaction and falls back to _apply_event per event when it fails.';
 REVOKE ALL ON FUNCTION @extschema@._apply_batch(bigint[]) FROM PUBLIC;
 
 -- Inserts an ir_cron_trigger row for the addon's cron job when the addon is
@@ -1094,10 +1114,15 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, @extschema@
 AS $$
 BEGIN
-	UPDATE inbound
-	   SET state = 'accepted', dead_at = NULL, error_sqlstate = NULL,
-		   error_message = NULL, error_detail = NULL
-	 WHERE id = p_id AND state = 'dead';
+	WITH d AS (
+		UPDATE inbound
+		   SET state = 'accepted', dead_at = NULL, error_sqlstate = NULL,
+			   error_message = NULL, error_detail = NULL
+		 WHERE id = p_id AND state = 'dead'
+		RETURNING id, picking_id, event_time)
+	INSERT INTO inbound_queue AS q (id, picking_id, event_time)
+	SELECT d.id, d.picking_id, d.event_time FROM d
+	ON CONFLICT (id) DO UPDATE SET dead = false;
 	IF NOT FOUND THEN
 		RETURN false;
 	END IF;
@@ -1116,10 +1141,18 @@ AS $$
 DECLARE
 	v_n bigint;
 BEGIN
-	UPDATE inbound
-	   SET state = 'accepted', dead_at = NULL, error_sqlstate = NULL,
-		   error_message = NULL, error_detail = NULL
-	 WHERE state = 'dead' AND (p_type IS NULL OR type = p_type);
+	-- the dead events are found through the queue (the inbox has no index on state)
+	WITH d AS (
+		UPDATE inbound i
+		   SET state = 'accepted', dead_at = NULL, error_sqlstate = NULL,
+			   error_message = NULL, error_detail = NULL
+		  FROM inbound_queue q
+		 WHERE q.dead AND i.id = q.id AND i.state = 'dead'
+		   AND (p_type IS NULL OR i.type = p_type)
+		RETURNING i.id, i.picking_id, i.event_time)
+	INSERT INTO inbound_queue AS q (id, picking_id, event_time)
+	SELECT d.id, d.picking_id, d.event_time FROM d
+	ON CONFLICT (id) DO UPDATE SET dead = false;
 	GET DIAGNOSTICS v_n = ROW_COUNT;
 	IF v_n > 0 THEN
 		PERFORM _wake_at_commit('apply');
@@ -1141,8 +1174,9 @@ CREATE VIEW @extschema@.inbound_dead AS
 	SELECT i.id, i.source, i.event_id, i.type, i.subject, i.picking_id,
 		   i.event_time, i.attempts, i.error_sqlstate, i.error_message,
 		   i.error_detail, i.dead_at
-	  FROM @extschema@.inbound i
-	 WHERE i.state = 'dead';
+	  FROM @extschema@.inbound_queue q
+	  JOIN @extschema@.inbound i ON i.id = q.id
+	 WHERE q.dead AND i.state = 'dead';
 COMMENT ON VIEW @extschema@.inbound_dead IS
 	'Inbound events a handler could not apply, with the reason; retry with odoo_sync.reapply(id) or odoo_sync.reapply_dead(type).';
 
@@ -1162,6 +1196,7 @@ GRANT INSERT, UPDATE, DELETE ON @extschema@.billing_rule TO odoo_sync_admin;
 
 -- Private helpers: nobody but the extension's own code calls them.
 REVOKE ALL ON FUNCTION @extschema@._status_rank(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._milestone_step(@extschema@.shipment, @extschema@.inbound) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._shipment_ensure(integer, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._note(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._action_payload(text, jsonb) FROM PUBLIC;
