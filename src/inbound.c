@@ -571,8 +571,9 @@ get_timestamp(JsonbContainer *obj, const char *base, const char *key,
 										 ingest_max_clock_skew))
 	{
 		fail(v, "22008", path_join(base, key, strlen(key)),
-			 "member \"%s\" is more than %d ms in the future "
-			 "(odoo_sync.ingest_max_clock_skew)", key, ingest_max_clock_skew);
+			 "member \"%s\" is more than %s in the future "
+			 "(odoo_sync.ingest_max_clock_skew)", key,
+			 GetConfigOptionByName("odoo_sync.ingest_max_clock_skew", NULL, false));
 		return GET_FAILED;
 	}
 	if (out)

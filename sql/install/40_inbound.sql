@@ -443,8 +443,10 @@ BEGIN
 		s.status_time := ev.event_time;
 		changed := true;
 	ELSE
-		note := 'kept in history: ' || v_status || ' does not move status '
-				|| COALESCE(s.status, 'none') || ' back';
+		note := CASE WHEN v_status = s.status
+					 THEN 'kept in history: status already ' || v_status
+					 ELSE 'kept in history: ' || v_status || ' does not move status '
+						  || COALESCE(s.status, 'none') || ' back' END;
 	END IF;
 	IF changed THEN
 		s.updated_at := pg_catalog.now();
