@@ -270,18 +270,30 @@ class TestChain(HttpCase, OdooSyncFixtures):
 
     def test_retry_and_replay_deliveries(self):
         """Retry (same endpoint) and Replay (every subscriber) send the same
-        event again: the sink sees its webhook-id twice more."""
+        event again: the sink sees its webhook-id twice more. (A replay while
+        the retried delivery is still pending would not queue it a second
+        time: the extension never queues an event twice where it is pending.)"""
         _so_id, picking_id, *_rest = self.new_order(1)
         subject = "stock.picking/%s" % picking_id
         ev = self.wait_sink("dispatch.order.ready", subject)[0]
+
+        def sent():
+            return len([e for e in self.sink_events() if e["id"] == ev["id"]])
+
         with self.committed() as env:
             d = env["odoo_sync.delivery"].search([("event_uuid", "=", ev["id"]),
                                                   ("endpoint", "=", self.endpoint_name)])
             self.assertEqual(d.state, "delivered")
             d.action_retry()
+        poll("the event delivered twice", lambda: sent() >= 2)
+        poll("the retried delivery recorded", lambda: not self.query(
+            "SELECT 1 FROM odoo_sync.deliveries WHERE event_id = %s AND state IN ('pending', 'in_flight')",
+            (ev["id"],)))
+        with self.committed() as env:
+            d = env["odoo_sync.delivery"].search([("event_uuid", "=", ev["id"]),
+                                                  ("endpoint", "=", self.endpoint_name)], limit=1)
             d.action_replay()
-        poll("the event delivered three times", lambda: len(
-            [e for e in self.sink_events() if e["id"] == ev["id"]]) >= 3)
+        poll("the event delivered three times", lambda: sent() >= 3)
 
     def test_endpoint_test_ping_is_signed(self):
         with self.committed() as env:
