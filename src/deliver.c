@@ -1,7 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * deliver.c
- *	  The deliver worker: sends the event log's deliveries to endpoints.
+ *	  The deliver workers: send the event log's deliveries to endpoints.
+ *
+ * Two workers per database, one per lane: "odoo_sync deliver critical"
+ * (OSW_DELIVER_CRITICAL) claims and sends only critical deliveries,
+ * "odoo_sync deliver" (OSW_DELIVER) only bulk ones, so that a critical
+ * event never waits for a bulk turn (responses, JSON, signing, recording)
+ * of the same process.  Everything below describes one worker and its lane.
  *
  * Queue.  odoo_sync.delivery holds pending and in-flight deliveries (one row
  * per event and endpoint), created by the fan-out trigger on odoo_sync.event
@@ -24,18 +30,24 @@
  * empty queue was quadratic against a flood.  Rows the worker holds are
  * found again by the ctid its claim wrote (TID scans, checked by id).
  * Claimed rows whose worker died become claimable again when the lease
- * expires; a starting worker releases its predecessor's leases at once (a
- * database has one deliver worker).
+ * expires; a starting worker releases its lane's leases at once (they were
+ * its predecessor's: a lane has one deliver worker), never the other lane's.
  *
  * Ordering.  For ordered subscriptions, a delivery is claimable only when no
  * delivery of the same endpoint and aggregate with a smaller aggregate_seq
- * is still in the queue (pending, retrying or in flight): event n+1 of a
- * shipment is not sent before event n is delivered or dead.
+ * is still in the queue (pending, retrying or in flight), whatever its lane:
+ * event n+1 of a shipment is not sent before event n is delivered or dead,
+ * also when the two are in different lanes, hence different workers (the
+ * check is made in SQL against the queue, which only loses a row when its
+ * result commits).
  *
- * Lanes.  Each endpoint keeps a local queue per lane (critical, bulk).
- * Critical work is claimed and started first, and bulk requests may use at
- * most concurrency - max(1, concurrency / 4) connections, so a bulk flood
- * always leaves a connection for critical events.
+ * Lanes.  What must hold per endpoint whatever the lane is shared by the two
+ * workers in the database's shared-memory slot (OdooSyncEndpointShare, see
+ * share_of): requests in flight per lane, with their sum held to the
+ * endpoint's concurrency and bulk requests to concurrency - max(1,
+ * concurrency / 4) so that a bulk flood always leaves places for critical
+ * events; the rate limit's token bucket; the circuit breaker.  A worker
+ * waiting for a place the other holds is woken when the other frees one.
  *
  * Retries.  408, 425, 429, 5xx, timeouts and connection errors are retried
  * with exponential backoff and full jitter (uniform in [0, min(backoff_max,
@@ -46,12 +58,12 @@
  * excerpt of the response.
  *
  * Circuit breaker.  breaker_threshold consecutive failures (5xx, 408,
- * timeouts, connection errors) open the circuit: queued work is released,
+ * timeouts, connection errors; of both lanes) open the circuit: queued work is released,
  * nothing is claimed.  After breaker_cooldown one request probes (half-open);
  * success closes the circuit, failure opens it again.
  *
- * Rate limit.  A token bucket per endpoint (burst of one request) spaces
- * requests at 1 / rate_limit seconds.
+ * Rate limit.  A token bucket per endpoint (burst of one request, shared by
+ * both lanes) spaces requests at 1 / rate_limit seconds.
  *
  * Memory.  Endpoints, queued items and requests live in DeliverContext and
  * are freed one by one; per-turn work uses TurnContext, reset every turn.
