@@ -76,6 +76,11 @@
 #include <netdb.h>
 #include <openssl/evp.h>
 #include <sys/socket.h>
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -103,6 +108,7 @@
 
 bool		odoo_sync_allow_private_endpoints = false;
 static int	deliver_lease_margin = 60000;
+static int	deliver_critical_slice = 100;
 
 #define LANE_CRITICAL 0
 #define LANE_BULK 1
@@ -296,6 +302,20 @@ odoo_sync_deliver_init(void)
 							&deliver_lease_margin,
 							60000, 1000, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("odoo_sync.deliver_critical_slice",
+							"CPU time slice, in microseconds, the critical lane's "
+							"deliver worker asks of the Linux scheduler (0: the "
+							"kernel's default).",
+							"With a slice shorter than other processes', the "
+							"kernel (EEVDF, Linux 6.12 and later) lets it run "
+							"as soon as a critical event wakes it instead of "
+							"after the running process's slice.  Ignored "
+							"elsewhere.",
+							&deliver_critical_slice,
+							100, 0, 100000,
+							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 }
 
@@ -2176,6 +2196,48 @@ release_leases_at_start(void)
 }
 
 /*
+ * set_critical_slice
+ *		Asks Linux for a short time slice for this process (the critical
+ *		lane's worker): on a busy machine a woken task otherwise waits up to
+ *		the running task's slice (bulk delivery, the receiver, Odoo) before
+ *		it runs; a task with a shorter slice preempts it (EEVDF,
+ *		PREEMPT_SHORT, Linux 6.12+).  This is no priority: the worker still
+ *		gets its fair share of CPU, in shorter pieces.  Failures are ignored
+ *		(other kernels and systems keep their default).
+ */
+static void
+set_critical_slice(void)
+{
+#if defined(__linux__) && defined(SYS_sched_setattr)
+	struct
+	{
+		uint32		size;
+		uint32		sched_policy;
+		uint64		sched_flags;
+		int32		sched_nice;
+		uint32		sched_priority;
+		uint64		sched_runtime;
+		uint64		sched_deadline;
+		uint64		sched_period;
+	}			attr;
+	static int	applied = -1;
+
+	if (deliver_critical_slice == applied)
+		return;
+	memset(&attr, 0, sizeof(attr));
+	attr.size = sizeof(attr);
+	attr.sched_policy = 0;		/* SCHED_OTHER */
+	errno = 0;
+	attr.sched_nice = getpriority(PRIO_PROCESS, 0);
+	/* in ns; 0 = the kernel's default slice; the kernel clamps to 0.1-100 ms */
+	attr.sched_runtime = (uint64) deliver_critical_slice * 1000;
+	if (syscall(SYS_sched_setattr, 0, &attr, 0) != 0)
+		elog(DEBUG1, "sched_setattr(slice %d us) failed: %m", deliver_critical_slice);
+	applied = deliver_critical_slice;
+#endif
+}
+
+/*
  * deliver_main
  *		The loop of a lane's deliver worker.
  */
@@ -2192,6 +2254,8 @@ deliver_main(OdooSyncWorkerKind kind, int lane, Datum main_arg)
 	my_slot = odoo_sync_find_slot(MyDatabaseId, false);
 	SpinLockRelease(&OdooSyncShmem->mutex);
 	share_reset_lane();
+	if (lane == LANE_CRITICAL)
+		set_critical_slice();
 
 	DeliverContext = AllocSetContextCreate(TopMemoryContext, "odoo_sync deliver",
 										   ALLOCSET_DEFAULT_SIZES);
@@ -2216,6 +2280,8 @@ deliver_main(OdooSyncWorkerKind kind, int lane, Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 			if (was_allowed && !odoo_sync_allow_private_endpoints)
 				http_drop_connections();
+			if (my_lane == LANE_CRITICAL)
+				set_critical_slice();
 		}
 		MemoryContextReset(TurnContext);
 		MemoryContextSwitchTo(TurnContext);

@@ -11,6 +11,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use JSON::PP;
+use POSIX ();
 use Time::HiRes qw(time usleep);
 use OdooSync::Test qw(poll_for);
 use OdooSync::DeliverTest qw(events events_multi);
@@ -18,6 +19,18 @@ use OdooSync::DeliverTest qw(events events_multi);
 my ($node, $sink) = OdooSync::DeliverTest->setup('deliver_two');
 my $port = $sink->port;
 sub q1 { $node->safe_psql('postgres', $_[0]) }
+
+sub poll_for_sub
+{
+	my ($cond, $timeout) = @_;
+	my $deadline = time + $timeout;
+	while (time < $deadline)
+	{
+		return 1 if $cond->();
+		usleep(100_000);
+	}
+	return 0;
+}
 
 is(q1(q{SELECT string_agg(worker, ',' ORDER BY worker) FROM odoo_sync.workers
 	WHERE worker LIKE 'odoo_sync deliver%'}), 'odoo_sync deliver,odoo_sync deliver critical',
@@ -155,6 +168,26 @@ is(q1(qq{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'odoo_sync d
 	is(scalar(keys %{ $seen{bulk} }), 12, 'every bulk event arrived');
 	is(scalar(grep { $_ > 1 } values %{ $seen{bulk} }), 0, 'no bulk event sent twice');
 	is(scalar(keys %{ $seen{critical} }), 12, 'every critical event arrived (some maybe twice)');
+}
+
+# the critical worker asks Linux (6.12+, EEVDF custom slices) for a short
+# slice, so that it preempts CPU-bound processes when an event wakes it
+SKIP:
+{
+	my ($maj, $min) = (POSIX::uname())[2] =~ /^(\d+)\.(\d+)/;
+	skip 'not Linux 6.12 or later', 2
+	  unless $^O eq 'linux' && defined $min && ($maj > 6 || ($maj == 6 && $min >= 12));
+	my $slice_of = sub {
+		my $pid = q1(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'odoo_sync deliver critical'
+			AND datname = current_database()});
+		open(my $fh, '<', "/proc/$pid/sched") or return undef;
+		my ($slice) = join('', <$fh>) =~ /se\.slice\s*:\s*(\d+)/;
+		return $slice;
+	};
+	is($slice_of->(), '100000', 'the critical worker runs with a 100 us slice');
+	$node->append_conf('postgresql.conf', 'odoo_sync.deliver_critical_slice = 300');
+	$node->reload;
+	ok(poll_for_sub(sub { ($slice_of->() // '') eq '300000' }, 10), 'a reload changes it');
 }
 
 $node->stop;
