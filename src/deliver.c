@@ -83,9 +83,7 @@
 #endif
 
 #include "access/xact.h"
-#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
-#include "commands/extension.h"
 #include "common/md5.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
@@ -96,7 +94,6 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -1565,31 +1562,6 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 }
 
 /*
- * lock_extension
- *		Whether the extension is still there; if so, holds a share lock on
- *		it until the transaction ends.  Must be called in a transaction,
- *		before any of the extension's tables is touched.
- *
- * DROP EXTENSION locks the extension first, then its objects one by one: a
- * turn that had locked one of its tables and then wanted another that DROP
- * EXTENSION already held made a deadlock, and the deadlock detector could
- * choose DROP EXTENSION (seen with two deliver workers in the isolation
- * tests' teardown).  With the extension locked first, the turn either runs
- * before the drop or waits for it and then finds the extension gone.
- */
-static bool
-lock_extension(void)
-{
-	Oid			extoid = get_extension_oid(ODOO_SYNC_EXTNAME, true);
-
-	if (!OidIsValid(extoid))
-		return false;
-	/* accepts invalidations: the lookup below sees a drop that committed */
-	LockDatabaseObject(ExtensionRelationId, extoid, 0, AccessShareLock);
-	return OidIsValid(get_extension_oid(ODOO_SYNC_EXTNAME, true));
-}
-
-/*
  * db_turn
  *		One short transaction: record results, persist breaker states, claim.
  *		Returns false when the extension is gone.
@@ -1601,7 +1573,7 @@ db_turn(TimestampTz now, bool reload)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	present = lock_extension();
+	present = odoo_sync_extension_present();
 	if (!present)
 	{
 		CommitTransactionCommand();
@@ -2206,7 +2178,7 @@ release_leases_at_start(void)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	if (!lock_extension())
+	if (!odoo_sync_extension_present())
 	{
 		/* dropped since the worker started: the next turn exits */
 		CommitTransactionCommand();
