@@ -1,7 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * deliver.c
- *	  The deliver worker: sends the event log's deliveries to endpoints.
+ *	  The deliver workers: send the event log's deliveries to endpoints.
+ *
+ * Two workers per database, one per lane: "odoo_sync deliver critical"
+ * (OSW_DELIVER_CRITICAL) claims and sends only critical deliveries,
+ * "odoo_sync deliver" (OSW_DELIVER) only bulk ones, so that a critical
+ * event never waits for a bulk turn (responses, JSON, signing, recording)
+ * of the same process.  Everything below describes one worker and its lane.
  *
  * Queue.  odoo_sync.delivery holds pending and in-flight deliveries (one row
  * per event and endpoint), created by the fan-out trigger on odoo_sync.event
@@ -24,18 +30,24 @@
  * empty queue was quadratic against a flood.  Rows the worker holds are
  * found again by the ctid its claim wrote (TID scans, checked by id).
  * Claimed rows whose worker died become claimable again when the lease
- * expires; a starting worker releases its predecessor's leases at once (a
- * database has one deliver worker).
+ * expires; a starting worker releases its lane's leases at once (they were
+ * its predecessor's: a lane has one deliver worker), never the other lane's.
  *
  * Ordering.  For ordered subscriptions, a delivery is claimable only when no
  * delivery of the same endpoint and aggregate with a smaller aggregate_seq
- * is still in the queue (pending, retrying or in flight): event n+1 of a
- * shipment is not sent before event n is delivered or dead.
+ * is still in the queue (pending, retrying or in flight), whatever its lane:
+ * event n+1 of a shipment is not sent before event n is delivered or dead,
+ * also when the two are in different lanes, hence different workers (the
+ * check is made in SQL against the queue, which only loses a row when its
+ * result commits).
  *
- * Lanes.  Each endpoint keeps a local queue per lane (critical, bulk).
- * Critical work is claimed and started first, and bulk requests may use at
- * most concurrency - max(1, concurrency / 4) connections, so a bulk flood
- * always leaves a connection for critical events.
+ * Lanes.  What must hold per endpoint whatever the lane is shared by the two
+ * workers in the database's shared-memory slot (OdooSyncEndpointShare, see
+ * share_of): requests in flight per lane, with their sum held to the
+ * endpoint's concurrency and bulk requests to concurrency - max(1,
+ * concurrency / 4) so that a bulk flood always leaves places for critical
+ * events; the rate limit's token bucket; the circuit breaker.  A worker
+ * waiting for a place the other holds is woken when the other frees one.
  *
  * Retries.  408, 425, 429, 5xx, timeouts and connection errors are retried
  * with exponential backoff and full jitter (uniform in [0, min(backoff_max,
@@ -46,12 +58,12 @@
  * excerpt of the response.
  *
  * Circuit breaker.  breaker_threshold consecutive failures (5xx, 408,
- * timeouts, connection errors) open the circuit: queued work is released,
+ * timeouts, connection errors; of both lanes) open the circuit: queued work is released,
  * nothing is claimed.  After breaker_cooldown one request probes (half-open);
  * success closes the circuit, failure opens it again.
  *
- * Rate limit.  A token bucket per endpoint (burst of one request) spaces
- * requests at 1 / rate_limit seconds.
+ * Rate limit.  A token bucket per endpoint (burst of one request, shared by
+ * both lanes) spaces requests at 1 / rate_limit seconds.
  *
  * Memory.  Endpoints, queued items and requests live in DeliverContext and
  * are freed one by one; per-turn work uses TurnContext, reset every turn.
@@ -64,6 +76,11 @@
 #include <netdb.h>
 #include <openssl/evp.h>
 #include <sys/socket.h>
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -91,6 +108,7 @@
 
 bool		odoo_sync_allow_private_endpoints = false;
 static int	deliver_lease_margin = 60000;
+static int	deliver_critical_slice = 100;
 
 #define LANE_CRITICAL 0
 #define LANE_BULK 1
@@ -180,6 +198,12 @@ typedef struct Endpoint
 	double		tokens;
 	TimestampTz tokens_at;
 	int64		request_us;		/* moving average of request durations, 0 = none yet */
+
+	/* what the other lane's worker shares (see share_of) */
+	int			share_idx;		/* index in my_slot->endpoints, -1 = none */
+	OdooSyncEndpointShare own_share;	/* used when no shared entry is free */
+	bool		share_warned;
+	bool		rate_blocked;	/* dispatch stopped for lack of a token */
 } Endpoint;
 
 typedef struct Send
@@ -228,6 +252,16 @@ static bool claim_all = true;
 static TimestampTz reload_at = 0;
 static TimestampTz last_sweep = 0;	/* last claim over every endpoint */	/* an endpoint reload is due then */
 
+/*
+ * This worker's lane: a database has one deliver worker per lane
+ * (OSW_DELIVER_CRITICAL, OSW_DELIVER for bulk), each claiming and sending
+ * only its lane's deliveries.  Per endpoint they share, in shared memory,
+ * the requests in flight, the rate limit's bucket and the circuit breaker.
+ */
+static int	my_lane = LANE_BULK;
+static OdooSyncWorkerKind other_kind = OSW_DELIVER_CRITICAL;
+static OdooSyncDbSlot *my_slot = NULL;
+
 static SPIPlanPtr plan_claim = NULL;
 static SPIPlanPtr plan_lease = NULL;
 static SPIPlanPtr plan_claimed_events = NULL;
@@ -268,6 +302,20 @@ odoo_sync_deliver_init(void)
 							&deliver_lease_margin,
 							60000, 1000, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("odoo_sync.deliver_critical_slice",
+							"CPU time slice, in microseconds, the critical lane's "
+							"deliver worker asks of the Linux scheduler (0: the "
+							"kernel's default).",
+							"With a slice shorter than other processes', the "
+							"kernel (EEVDF, Linux 6.12 and later) lets it run "
+							"as soon as a critical event wakes it instead of "
+							"after the running process's slice.  Ignored "
+							"elsewhere.",
+							&deliver_critical_slice,
+							100, 0, 100000,
+							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 }
 
@@ -499,6 +547,181 @@ run_tid_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types,
 }
 
 /* ------------------------------------------------------------------ */
+/* what the two lanes' workers share about an endpoint */
+
+static int	lane_cap(Endpoint *ep, int lane);
+static void release_queued(Endpoint *ep);
+
+/*
+ * share_of
+ *		The endpoint's entry in this database's shared slot, found by id
+ *		(the index is cached and checked), or a new entry initialised from
+ *		this worker's state.  When all ODOO_SYNC_DELIVER_ENDPOINTS entries are
+ *		taken, the endpoint's private copy: its limits then hold per worker.
+ *		The caller holds OdooSyncShmem->mutex.
+ */
+static OdooSyncEndpointShare *
+share_of(Endpoint *ep)
+{
+	OdooSyncEndpointShare *sh;
+	int			free_idx = -1;
+
+	if (my_slot == NULL)
+		return &ep->own_share;
+	if (ep->share_idx >= 0 &&
+		my_slot->endpoints[ep->share_idx].endpoint_id == ep->id)
+		return &my_slot->endpoints[ep->share_idx];
+	for (int i = 0; i < ODOO_SYNC_DELIVER_ENDPOINTS; i++)
+	{
+		sh = &my_slot->endpoints[i];
+		if (sh->endpoint_id == ep->id)
+		{
+			ep->share_idx = i;
+			return sh;
+		}
+		if (sh->endpoint_id == 0 && free_idx < 0)
+			free_idx = i;
+	}
+	ep->share_idx = free_idx;
+	if (free_idx < 0)
+		return &ep->own_share;
+	sh = &my_slot->endpoints[free_idx];
+	*sh = ep->own_share;
+	sh->endpoint_id = ep->id;
+	sh->circuit = ep->circuit;
+	sh->failures = ep->failures;
+	sh->opened_at = ep->opened_at;
+	/* what this worker has in flight, should it have lost its entry */
+	sh->active[my_lane] = ep->active[my_lane];
+	return sh;
+}
+
+static OdooSyncEndpointShare *
+share_lock(Endpoint *ep)
+{
+	SpinLockAcquire(&OdooSyncShmem->mutex);
+	return share_of(ep);
+}
+
+static void
+share_unlock(Endpoint *ep, OdooSyncEndpointShare *sh)
+{
+	SpinLockRelease(&OdooSyncShmem->mutex);
+	if (sh == &ep->own_share && my_slot != NULL && !ep->share_warned)
+	{
+		ep->share_warned = true;
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("endpoint \"%s\" has no shared delivery state", ep->name),
+				 errdetail("A database shares the state of at most %d endpoints between its two deliver workers.",
+						   ODOO_SYNC_DELIVER_ENDPOINTS),
+				 errhint("Its concurrency and rate limit now hold per lane, and each lane has its own circuit breaker.")));
+	}
+}
+
+/*
+ * breaker_adopt
+ *		Takes the shared circuit state (copied under the mutex) into the
+ *		endpoint: queued work goes back to the table when the circuit
+ *		opened, claims resume when it closed or half-opened.
+ */
+static void
+breaker_adopt(Endpoint *ep, OdooSyncEndpointShare *copy)
+{
+	Circuit		was = ep->circuit;
+
+	ep->circuit = (Circuit) copy->circuit;
+	ep->failures = copy->failures;
+	ep->opened_at = copy->opened_at;
+	ep->probe_in_flight = copy->probe_in_flight;
+	if (ep->circuit == was)
+		return;
+	if (ep->circuit == CIRCUIT_OPEN)
+		release_queued(ep);
+	else
+		for (int l = 0; l < NLANES; l++)
+			ep->want_claim[l] = true;
+}
+
+/* reads the shared circuit state (the other worker may have changed it) */
+static void
+breaker_pull(Endpoint *ep)
+{
+	OdooSyncEndpointShare *sh = share_lock(ep);
+	OdooSyncEndpointShare copy = *sh;
+
+	share_unlock(ep, sh);
+	breaker_adopt(ep, &copy);
+}
+
+/* at start: what a previous worker of this lane held is no longer held */
+static void
+share_reset_lane(void)
+{
+	bool		wake_other = false;
+
+	if (my_slot == NULL)
+		return;
+	SpinLockAcquire(&OdooSyncShmem->mutex);
+	for (int i = 0; i < ODOO_SYNC_DELIVER_ENDPOINTS; i++)
+	{
+		OdooSyncEndpointShare *sh = &my_slot->endpoints[i];
+
+		/* the other worker may wait for places our predecessor held */
+		if (sh->active[my_lane] > 0 && sh->waiting[1 - my_lane])
+		{
+			sh->waiting[1 - my_lane] = false;
+			wake_other = true;
+		}
+		sh->active[my_lane] = 0;
+		sh->waiting[my_lane] = false;
+		if (sh->probe_by == my_lane + 1)
+		{
+			sh->probe_in_flight = false;
+			sh->probe_by = 0;
+		}
+	}
+	SpinLockRelease(&OdooSyncShmem->mutex);
+	if (wake_other)
+		odoo_sync_wake(MyDatabaseId, other_kind);
+}
+
+/*
+ * Forgets the entries of endpoints that no longer exist (ids are never
+ * reused; entries above the largest id this worker read may be new ones of
+ * the other worker).  With clear_all (the extension was dropped: a new one
+ * starts its ids over), every entry.
+ */
+static void
+share_forget(bool clear_all)
+{
+	int			max_id = 0;
+
+	if (my_slot == NULL)
+		return;
+	for (int i = 0; i < nendpoints; i++)
+		max_id = Max(max_id, endpoints[i]->id);
+	SpinLockAcquire(&OdooSyncShmem->mutex);
+	for (int i = 0; i < ODOO_SYNC_DELIVER_ENDPOINTS; i++)
+	{
+		OdooSyncEndpointShare *sh = &my_slot->endpoints[i];
+		bool		keep = false;
+
+		if (sh->endpoint_id == 0)
+			continue;
+		if (!clear_all)
+		{
+			keep = sh->endpoint_id > max_id;
+			for (int k = 0; k < nendpoints && !keep; k++)
+				keep = endpoints[k]->id == sh->endpoint_id && endpoints[k]->present;
+		}
+		if (!keep)
+			memset(sh, 0, sizeof(*sh));
+	}
+	SpinLockRelease(&OdooSyncShmem->mutex);
+}
+
+/* ------------------------------------------------------------------ */
 /* endpoints */
 
 static Endpoint *
@@ -510,7 +733,6 @@ find_endpoint(int id)
 	return NULL;
 }
 
-static void release_queued(Endpoint *ep);
 static bool have_results(void);
 
 /*
@@ -563,6 +785,7 @@ load_endpoints(bool first)
 			ep = MemoryContextAllocZero(DeliverContext, sizeof(Endpoint));
 			ep->id = id;
 			ep->tokens = 1;
+			ep->share_idx = -1;
 			endpoints = endpoints ?
 				repalloc(endpoints, sizeof(Endpoint *) * (nendpoints + 1)) :
 				MemoryContextAlloc(DeliverContext, sizeof(Endpoint *));
@@ -586,6 +809,12 @@ load_endpoints(bool first)
 			ep->failures = DatumGetInt32(SPI_getbinval(tup, td, 20, &isnull));
 			if (isnull)
 				ep->failures = 0;
+			/* what a new shared entry starts from (see share_of) */
+			ep->own_share.endpoint_id = id;
+			ep->own_share.circuit = ep->circuit;
+			ep->own_share.failures = ep->failures;
+			ep->own_share.opened_at = ep->opened_at;
+			ep->own_share.tokens = 1;
 		}
 		was_enabled = ep->enabled;
 		ep->present = true;
@@ -672,6 +901,7 @@ load_endpoints(bool first)
 			endpoints[i]->enabled = false;
 			release_queued(endpoints[i]);
 		}
+	share_forget(false);
 	endpoints_loaded_at = GetCurrentTimestamp();
 }
 
@@ -888,6 +1118,7 @@ persist_states(void)
 
 		if (!ep->state_dirty || !ep->present)
 			continue;
+		breaker_pull(ep);		/* the latest, whichever worker changed it */
 		values[0] = Int32GetDatum(ep->id);
 		values[1] = text_datum(circuit_names[ep->circuit]);
 		values[2] = Int32GetDatum(ep->failures);
@@ -964,17 +1195,28 @@ can_claim(Endpoint *ep, TimestampTz now)
 {
 	if (!ep->present || !ep->enabled)
 		return false;
+	breaker_pull(ep);
 	if (ep->circuit == CIRCUIT_OPEN)
 	{
+		OdooSyncEndpointShare *sh;
+		bool		changed = false;
+
 		if (now < ep->opened_at + ep->breaker_cooldown_ms * 1000)
 			return false;
-		ep->circuit = CIRCUIT_HALF_OPEN;
-		ep->state_dirty = true;
-		ep->probe_in_flight = false;
-		for (int l = 0; l < NLANES; l++)
-			ep->want_claim[l] = true;
+		sh = share_lock(ep);
+		if (sh->circuit == CIRCUIT_OPEN)
+		{
+			sh->circuit = CIRCUIT_HALF_OPEN;
+			sh->probe_in_flight = false;
+			sh->probe_by = 0;
+			changed = true;
+		}
+		share_unlock(ep, sh);
+		if (changed)
+			ep->state_dirty = true;
+		breaker_pull(ep);
 	}
-	return true;
+	return ep->circuit != CIRCUIT_OPEN;
 }
 
 static int	claim_room(Endpoint *ep, int lane);
@@ -1362,7 +1604,7 @@ db_turn(TimestampTz now, bool reload)
 		int		   *limits = palloc(sizeof(int) * max);
 		int		   *got = palloc(sizeof(int) * max);
 
-		for (int lane = 0; lane < NLANES; lane++)
+		for (int lane = my_lane; lane == my_lane; lane++)
 			for (int i = 0; i < nendpoints; i++)
 			{
 				Endpoint   *ep = endpoints[i];
@@ -1413,18 +1655,19 @@ db_turn(TimestampTz now, bool reload)
 /* ------------------------------------------------------------------ */
 /* sending */
 
+/* the endpoint's token bucket, shared by both lanes (mutex held) */
 static bool
-take_token(Endpoint *ep, TimestampTz now)
+take_token(Endpoint *ep, OdooSyncEndpointShare *sh, TimestampTz now)
 {
 	if (ep->rate_limit <= 0)
 		return true;
-	if (ep->tokens_at == 0)
-		ep->tokens_at = now;
-	ep->tokens = Min(1.0, ep->tokens + (now - ep->tokens_at) / 1e6 * ep->rate_limit);
-	ep->tokens_at = now;
-	if (ep->tokens >= 1.0 - 1e-9)
+	if (sh->tokens_at == 0)
+		sh->tokens_at = now;
+	sh->tokens = Min(1.0, sh->tokens + (now - sh->tokens_at) / 1e6 * ep->rate_limit);
+	sh->tokens_at = Max(now, sh->tokens_at);
+	if (sh->tokens >= 1.0 - 1e-9)
 	{
-		ep->tokens -= 1.0;
+		sh->tokens -= 1.0;
 		return true;
 	}
 	return false;
@@ -1435,13 +1678,55 @@ static int64
 token_wait(Endpoint *ep, TimestampTz now)
 {
 	double		have;
+	OdooSyncEndpointShare *sh;
 
 	if (ep->rate_limit <= 0)
 		return 0;
-	have = Min(1.0, ep->tokens + (now - ep->tokens_at) / 1e6 * ep->rate_limit);
+	sh = share_lock(ep);
+	have = Min(1.0, sh->tokens + (now - sh->tokens_at) / 1e6 * ep->rate_limit);
+	share_unlock(ep, sh);
 	if (have >= 1.0 - 1e-9)
 		return 0;
 	return (int64) ((1.0 - have) / ep->rate_limit * 1e6) + 1;
+}
+
+/*
+ * take_slot
+ *		Reserves a request of this lane at the endpoint, if its circuit, its
+ *		concurrency (both lanes' requests together; the bulk lane at most
+ *		lane_cap), and its rate limit allow.  *probe: the request is the
+ *		half-open circuit's probe.  When the other lane's requests are in
+ *		the way, that worker wakes this one when one of them ends.
+ */
+static bool
+take_slot(Endpoint *ep, int lane, TimestampTz now, bool *probe)
+{
+	OdooSyncEndpointShare *sh = share_lock(ep);
+	bool		ok = false;
+
+	*probe = false;
+	if (sh->circuit == CIRCUIT_OPEN ||
+		(sh->circuit == CIRCUIT_HALF_OPEN && sh->probe_in_flight))
+		sh->waiting[lane] = true;
+	else if (sh->active[lane] >= lane_cap(ep, lane))
+		;						/* the end of one of ours wakes us */
+	else if (sh->active[0] + sh->active[1] >= ep->concurrency)
+		sh->waiting[lane] = true;
+	else if (!take_token(ep, sh, now))
+		ep->rate_blocked = true;
+	else
+	{
+		sh->active[lane]++;
+		if (sh->circuit == CIRCUIT_HALF_OPEN)
+		{
+			sh->probe_in_flight = true;
+			sh->probe_by = lane + 1;
+			*probe = true;
+		}
+		ok = true;
+	}
+	share_unlock(ep, sh);
+	return ok;
 }
 
 static void
@@ -1461,8 +1746,31 @@ batch_id(DItem **items, int n, char *out)
 		sprintf(out + 6 + 2 * i, "%02x", md[i]);
 }
 
+/* gives back a place take_slot() gave, unused */
 static void
-start_send(Endpoint *ep, int lane, TimestampTz now)
+slot_release(Endpoint *ep, int lane, bool probe)
+{
+	OdooSyncEndpointShare *sh = share_lock(ep);
+	bool		wake_other;
+
+	if (sh->active[lane] > 0)
+		sh->active[lane]--;
+	if (probe && sh->probe_by == lane + 1)
+	{
+		sh->probe_in_flight = false;
+		sh->probe_by = 0;
+	}
+	wake_other = sh->waiting[1 - lane];
+	sh->waiting[1 - lane] = false;
+	share_unlock(ep, sh);
+	if (probe)
+		ep->probe_in_flight = false;
+	if (wake_other)
+		odoo_sync_wake(MyDatabaseId, other_kind);
+}
+
+static void
+start_send(Endpoint *ep, int lane, TimestampTz now, bool probe)
 {
 	Send	   *s;
 	StringInfoData body;
@@ -1471,7 +1779,7 @@ start_send(Endpoint *ep, int lane, TimestampTz now)
 	const char *msg_id;
 	int64		ts;
 	MemoryContext old = MemoryContextSwitchTo(DeliverContext);
-	int			max = ep->circuit == CIRCUIT_HALF_OPEN ? 1 : ep->batch_size;
+	int			max = probe ? 1 : ep->batch_size;
 
 	s = palloc0(sizeof(Send));
 	s->ep = ep;
@@ -1505,6 +1813,8 @@ start_send(Endpoint *ep, int lane, TimestampTz now)
 	}
 	if (s->nitems == 0)
 	{
+		/* nothing left to send: give back the place take_slot() gave */
+		slot_release(ep, lane, probe);
 		pfree(s->items);
 		pfree(s);
 		MemoryContextSwitchTo(old);
@@ -1571,7 +1881,7 @@ start_send(Endpoint *ep, int lane, TimestampTz now)
 	s->req.timeout_ms = ep->timeout_ms;
 	s->req.verify_tls = ep->verify_tls;
 	s->req.owner = s;
-	if (ep->circuit == CIRCUIT_HALF_OPEN)
+	if (probe)
 	{
 		s->probe = true;
 		ep->probe_in_flight = true;
@@ -1590,27 +1900,27 @@ start_send(Endpoint *ep, int lane, TimestampTz now)
 static void
 dispatch(TimestampTz now)
 {
-	for (int lane = 0; lane < NLANES; lane++)
-		for (int i = 0; i < nendpoints; i++)
+	int			lane = my_lane;
+
+	for (int i = 0; i < nendpoints; i++)
+	{
+		Endpoint   *ep = endpoints[i];
+
+		ep->rate_blocked = false;
+		if (!ep->present || !ep->enabled || queue_len(&ep->queue[lane]) == 0)
+			continue;
+		breaker_pull(ep);
+		if (ep->circuit == CIRCUIT_OPEN)
+			continue;
+		while (queue_len(&ep->queue[lane]) > 0)
 		{
-			Endpoint   *ep = endpoints[i];
+			bool		probe;
 
-			if (!ep->present || !ep->enabled || ep->circuit == CIRCUIT_OPEN)
-				continue;
-			while (queue_len(&ep->queue[lane]) > 0)
-			{
-				int			total = ep->active[0] + ep->active[1];
-
-				if (total >= ep->concurrency ||
-					ep->active[lane] >= lane_cap(ep, lane))
-					break;
-				if (ep->circuit == CIRCUIT_HALF_OPEN && ep->probe_in_flight)
-					break;
-				if (!take_token(ep, now))
-					break;
-				start_send(ep, lane, now);
-			}
+			if (!take_slot(ep, lane, now, &probe))
+				break;
+			start_send(ep, lane, now, probe);
 		}
+	}
 }
 
 static bool
@@ -1631,44 +1941,72 @@ backoff_us(Endpoint *ep, int attempts)
 	return (int64) (pg_prng_double(&pg_global_prng_state) * cap * 1000.0);
 }
 
+/*
+ * breaker_record
+ *		Ends a request at the endpoint's shared state: frees its place in
+ *		the concurrency, counts a success or a failure in the circuit
+ *		breaker (shared by both lanes' workers), and wakes the other worker
+ *		if it waits for a place.
+ */
 static void
-breaker_failure(Endpoint *ep, TimestampTz now)
+breaker_record(Endpoint *ep, Send *s, bool success, bool failure, TimestampTz now)
 {
-	ep->failures++;
-	if (ep->circuit == CIRCUIT_HALF_OPEN ||
-		(ep->circuit == CIRCUIT_CLOSED && ep->failures >= ep->breaker_threshold))
-	{
-		if (ep->circuit != CIRCUIT_OPEN)
-			ereport(LOG,
-					(errmsg("circuit of endpoint \"%s\" opens after %d consecutive failures",
-							ep->name, ep->failures)));
-		ep->circuit = CIRCUIT_OPEN;
-		ep->opened_at = now;
-		ep->probe_in_flight = false;
-		ep->state_dirty = true;
-		release_queued(ep);
-	}
-}
+	OdooSyncEndpointShare *sh = share_lock(ep);
+	OdooSyncEndpointShare copy;
+	Circuit		was = (Circuit) sh->circuit;
+	int32		failures_was = sh->failures;
+	int			other = 1 - s->lane;
+	bool		wake_other;
 
-static void
-breaker_success(Endpoint *ep)
-{
-	if (ep->circuit == CIRCUIT_HALF_OPEN)
+	if (sh->active[s->lane] > 0)
+		sh->active[s->lane]--;
+	if (s->probe)
+	{
+		sh->probe_in_flight = false;
+		sh->probe_by = 0;
+	}
+	if (failure)
+	{
+		sh->failures++;
+		if (sh->circuit == CIRCUIT_HALF_OPEN ||
+			(sh->circuit == CIRCUIT_CLOSED && sh->failures >= ep->breaker_threshold))
+		{
+			sh->circuit = CIRCUIT_OPEN;
+			sh->opened_at = now;
+			sh->probe_in_flight = false;
+			sh->probe_by = 0;
+		}
+	}
+	else if (success)
+	{
+		if (sh->circuit == CIRCUIT_HALF_OPEN)
+			sh->circuit = CIRCUIT_CLOSED;
+		sh->failures = 0;
+	}
+	wake_other = sh->waiting[other];
+	sh->waiting[other] = false;
+	copy = *sh;
+	share_unlock(ep, sh);
+
+	if (wake_other)
+		odoo_sync_wake(MyDatabaseId, other_kind);
+	if (was != CIRCUIT_OPEN && copy.circuit == CIRCUIT_OPEN)
+	{
+		ereport(LOG,
+				(errmsg("circuit of endpoint \"%s\" opens after %d consecutive failures",
+						ep->name, copy.failures)));
+		ep->state_dirty = true;
+	}
+	else if (was == CIRCUIT_HALF_OPEN && copy.circuit == CIRCUIT_CLOSED)
 	{
 		ereport(LOG,
 				(errmsg("circuit of endpoint \"%s\" closes: the probe succeeded",
 						ep->name)));
-		ep->circuit = CIRCUIT_CLOSED;
-		ep->state_dirty = true;
-		for (int l = 0; l < NLANES; l++)
-			ep->want_claim[l] = true;
-	}
-	if (ep->failures != 0)
-	{
-		ep->failures = 0;
 		ep->state_dirty = true;
 	}
-	ep->probe_in_flight = false;
+	else if (failures_was != 0 && copy.failures == 0)
+		ep->state_dirty = true;
+	breaker_adopt(ep, &copy);
 }
 
 /* turns a finished request into results */
@@ -1696,12 +2034,9 @@ finish_send(Send *s)
 	if (s->probe)
 		ep->probe_in_flight = false;
 
-	if (ok)
-		breaker_success(ep);
-	else if (transport || req->status == 408 || req->status >= 500)
-		breaker_failure(ep, now);
-	else
-		breaker_success(ep);	/* the endpoint answers: not its health */
+	/* a 4xx other than 408: the endpoint answers, not a sign of ill health */
+	breaker_record(ep, s, !(transport || req->status == 408 || req->status >= 500),
+				   !ok && (transport || req->status == 408 || req->status >= 500), now);
 
 	if (!ok)
 	{
@@ -1770,15 +2105,15 @@ compute_timeout(TimestampTz now)
 			t = Min(t, ep->opened_at + ep->breaker_cooldown_ms * 1000 - now);
 			continue;
 		}
-		for (int l = 0; l < NLANES; l++)
-		{
-			if (ep->next_due[l] != 0)
-				t = Min(t, ep->next_due[l] - now);
-			if (queue_len(&ep->queue[l]) > 0 &&
-				ep->active[0] + ep->active[1] < ep->concurrency &&
-				ep->active[l] < lane_cap(ep, l))
-				t = Min(t, token_wait(ep, now));
-		}
+		/*
+		 * Queued work that dispatch() could not start waits for a token
+		 * (timed here), for one of our requests to end (curl wakes us), or
+		 * for one of the other lane's worker to end (it sets our latch).
+		 */
+		if (ep->next_due[my_lane] != 0)
+			t = Min(t, ep->next_due[my_lane] - now);
+		if (queue_len(&ep->queue[my_lane]) > 0 && ep->rate_blocked)
+			t = Min(t, token_wait(ep, now));
 	}
 	t = Max(t, 0);
 	return (long) ((t + 999) / 1000);
@@ -1828,11 +2163,10 @@ any_claim_wanted(TimestampTz now)
 				return true;
 			continue;
 		}
-		for (int l = 0; l < NLANES; l++)
-			if ((ep->want_claim[l] ||
-				 (ep->next_due[l] != 0 && ep->next_due[l] <= now)) &&
-				claim_worthwhile(ep, l))
-				return true;
+		if ((ep->want_claim[my_lane] ||
+			 (ep->next_due[my_lane] != 0 && ep->next_due[my_lane] <= now)) &&
+			claim_worthwhile(ep, my_lane))
+			return true;
 	}
 	return false;
 }
@@ -1844,28 +2178,90 @@ release_leases_at_start(void)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	if (!odoo_sync_extension_present())
+	{
+		/* dropped since the worker started: the next turn exits */
+		CommitTransactionCommand();
+		return;
+	}
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	rc = SPI_execute("UPDATE odoo_sync.delivery SET next_at = now(), leased_by = NULL"
-					 " WHERE leased_by IS NOT NULL", false, 0);
+	rc = SPI_execute(psprintf("UPDATE odoo_sync.delivery SET next_at = now(), leased_by = NULL"
+							  " WHERE leased_by IS NOT NULL AND lane = '%s'",
+							  lane_names[my_lane]), false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "could not release the leases of a previous deliver worker");
 	if (SPI_processed > 0)
 		ereport(LOG,
 				(errmsg("deliver worker takes back " UINT64_FORMAT " deliveries left in flight",
-						SPI_processed)));
+						SPI_processed),
+				 errdetail("Lane %s.", lane_names[my_lane])));
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
 }
 
-void
-odoo_sync_deliver_main(Datum main_arg)
+/*
+ * set_critical_slice
+ *		Asks Linux for a short time slice for this process (the critical
+ *		lane's worker): on a busy machine a woken task otherwise waits up to
+ *		the running task's slice (bulk delivery, the receiver, Odoo) before
+ *		it runs; a task with a shorter slice preempts it (EEVDF,
+ *		PREEMPT_SHORT, Linux 6.12+).  This is no priority: the worker still
+ *		gets its fair share of CPU, in shorter pieces.  Failures are ignored
+ *		(other kernels and systems keep their default).
+ */
+static void
+set_critical_slice(void)
+{
+#if defined(__linux__) && defined(SYS_sched_setattr)
+	struct
+	{
+		uint32		size;
+		uint32		sched_policy;
+		uint64		sched_flags;
+		int32		sched_nice;
+		uint32		sched_priority;
+		uint64		sched_runtime;
+		uint64		sched_deadline;
+		uint64		sched_period;
+	}			attr;
+	static int	applied = -1;
+
+	if (deliver_critical_slice == applied)
+		return;
+	memset(&attr, 0, sizeof(attr));
+	attr.size = sizeof(attr);
+	attr.sched_policy = 0;		/* SCHED_OTHER */
+	errno = 0;
+	attr.sched_nice = getpriority(PRIO_PROCESS, 0);
+	/* in ns; 0 = the kernel's default slice; the kernel clamps to 0.1-100 ms */
+	attr.sched_runtime = (uint64) deliver_critical_slice * 1000;
+	if (syscall(SYS_sched_setattr, 0, &attr, 0) != 0)
+		elog(DEBUG1, "sched_setattr(slice %d us) failed: %m", deliver_critical_slice);
+	applied = deliver_critical_slice;
+#endif
+}
+
+/*
+ * deliver_main
+ *		The loop of a lane's deliver worker.
+ */
+static void
+deliver_main(OdooSyncWorkerKind kind, int lane, Datum main_arg)
 {
 	bool		woken = true;
 
-	if (!odoo_sync_worker_attach(OSW_DELIVER, main_arg))
+	if (!odoo_sync_worker_attach(kind, main_arg))
 		proc_exit(0);
+	my_lane = lane;
+	other_kind = kind == OSW_DELIVER ? OSW_DELIVER_CRITICAL : OSW_DELIVER;
+	SpinLockAcquire(&OdooSyncShmem->mutex);
+	my_slot = odoo_sync_find_slot(MyDatabaseId, false);
+	SpinLockRelease(&OdooSyncShmem->mutex);
+	share_reset_lane();
+	if (lane == LANE_CRITICAL)
+		set_critical_slice();
 
 	DeliverContext = AllocSetContextCreate(TopMemoryContext, "odoo_sync deliver",
 										   ALLOCSET_DEFAULT_SIZES);
@@ -1890,6 +2286,8 @@ odoo_sync_deliver_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 			if (was_allowed && !odoo_sync_allow_private_endpoints)
 				http_drop_connections();
+			if (my_lane == LANE_CRITICAL)
+				set_critical_slice();
 		}
 		MemoryContextReset(TurnContext);
 		MemoryContextSwitchTo(TurnContext);
@@ -1922,6 +2320,7 @@ odoo_sync_deliver_main(Datum main_arg)
 			first_result_at = 0;
 			if (!db_turn(now, reload))
 			{
+				share_forget(true);
 				odoo_sync_worker_detach();
 				proc_exit(0);
 			}
@@ -1946,6 +2345,29 @@ odoo_sync_deliver_main(Datum main_arg)
 		while ((req = http_next_done()) != NULL)
 			finish_send((Send *) req->owner);
 	}
+}
+
+/*
+ * odoo_sync_deliver_main
+ *		Entry point of the bulk lane's deliver worker (backend_type
+ *		"odoo_sync deliver").
+ */
+void
+odoo_sync_deliver_main(Datum main_arg)
+{
+	deliver_main(OSW_DELIVER, LANE_BULK, main_arg);
+}
+
+/*
+ * odoo_sync_deliver_critical_main
+ *		Entry point of the critical lane's deliver worker ("odoo_sync
+ *		deliver critical"): critical events never wait behind bulk work for
+ *		this process or its turns.
+ */
+void
+odoo_sync_deliver_critical_main(Datum main_arg)
+{
+	deliver_main(OSW_DELIVER_CRITICAL, LANE_CRITICAL, main_arg);
 }
 
 /* ------------------------------------------------------------------ */

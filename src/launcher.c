@@ -116,7 +116,7 @@ start_worker(LauncherDb *ldb, OdooSyncWorkerKind kind)
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, ODOO_SYNC_LIBNAME);
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "odoo_sync_%s_main",
-			 odoo_sync_worker_kind_names[kind]);
+			 odoo_sync_worker_kind_functions[kind]);
 	snprintf(worker.bgw_name, BGW_MAXLEN, "odoo_sync %s worker for database %u",
 			 odoo_sync_worker_kind_names[kind], ldb->dboid);
 	snprintf(worker.bgw_type, BGW_MAXLEN, "odoo_sync %s",

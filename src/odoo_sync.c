@@ -47,7 +47,10 @@ void		_PG_init(void);
 OdooSyncShared *OdooSyncShmem = NULL;
 
 const char *const odoo_sync_worker_kind_names[OSW_NUM_KINDS] = {
-	"capture", "deliver", "apply"
+	"capture", "deliver", "apply", "deliver critical"
+};
+const char *const odoo_sync_worker_kind_functions[OSW_NUM_KINDS] = {
+	"capture", "deliver", "apply", "deliver_critical"
 };
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -211,13 +214,27 @@ odoo_sync_launcher_wake(PG_FUNCTION_ARGS)
 
 /*
  * odoo_sync._wake_at_commit(kind text): wakes this database's worker of that
- * kind ('capture', 'deliver' or 'apply') when the transaction commits.
+ * kind when the transaction commits: 'capture', 'apply', 'deliver critical'
+ * (the critical lane's deliver worker), 'deliver bulk' (the bulk lane's) or
+ * 'deliver' (both).
  */
 Datum
 odoo_sync_wake_at_commit_sql(PG_FUNCTION_ARGS)
 {
 	char	   *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
+	/* 'deliver': both deliver workers (an endpoint changed, work queued) */
+	if (strcmp(kind, "deliver") == 0)
+	{
+		odoo_sync_wake_at_commit(OSW_DELIVER);
+		odoo_sync_wake_at_commit(OSW_DELIVER_CRITICAL);
+		PG_RETURN_VOID();
+	}
+	if (strcmp(kind, "deliver bulk") == 0)
+	{
+		odoo_sync_wake_at_commit(OSW_DELIVER);
+		PG_RETURN_VOID();
+	}
 	for (int k = 0; k < OSW_NUM_KINDS; k++)
 		if (strcmp(kind, odoo_sync_worker_kind_names[k]) == 0)
 		{
@@ -227,7 +244,7 @@ odoo_sync_wake_at_commit_sql(PG_FUNCTION_ARGS)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("unknown odoo_sync worker kind \"%s\"", kind),
-			 errdetail("Known kinds are capture, deliver and apply.")));
+			 errdetail("Known kinds are capture, deliver, deliver critical, deliver bulk and apply.")));
 	PG_RETURN_VOID();
 }
 

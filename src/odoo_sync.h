@@ -34,10 +34,14 @@ typedef enum OdooSyncWorkerKind
 	OSW_CAPTURE = 0,			/* decodes WAL into the event log */
 	OSW_DELIVER,				/* sends events to endpoints over HTTP */
 	OSW_APPLY,					/* applies inbound events */
+	OSW_DELIVER_CRITICAL,		/* sends the critical lane (OSW_DELIVER: bulk) */
 	OSW_NUM_KINDS
 } OdooSyncWorkerKind;
 
+/* "deliver critical": the name in backend_type and _wake_at_commit() */
 extern const char *const odoo_sync_worker_kind_names[OSW_NUM_KINDS];
+/* entry point of each kind: odoo_sync_<this>_main */
+extern const char *const odoo_sync_worker_kind_functions[OSW_NUM_KINDS];
 
 /* GUCs (guc.c) */
 extern int	odoo_sync_launcher_naptime;
@@ -70,7 +74,33 @@ extern int	odoo_sync_drop_orphan_origins(void);
 extern void odoo_sync_worker_detach(void);
 extern PGDLLEXPORT void odoo_sync_capture_main(Datum main_arg);
 extern PGDLLEXPORT void odoo_sync_deliver_main(Datum main_arg);
+extern PGDLLEXPORT void odoo_sync_deliver_critical_main(Datum main_arg);
 extern PGDLLEXPORT void odoo_sync_apply_main(Datum main_arg);
+
+/*
+ * What the two deliver workers of a database (one per lane) share about an
+ * endpoint, so that its limits hold for the endpoint, not per process:
+ * requests in flight (per worker; the sum is held to the endpoint's
+ * concurrency), the rate limit's token bucket, and the circuit breaker.
+ * Protected by OdooSyncShmem->mutex; endpoint_id 0 = free entry.  Used by
+ * deliver.c only.
+ */
+#define ODOO_SYNC_DELIVER_ENDPOINTS 64
+
+typedef struct OdooSyncEndpointShare
+{
+	int32		endpoint_id;
+	int16		active[2];		/* requests in flight, per lane's worker */
+	bool		waiting[2];		/* that lane's worker waits for a request of
+								 * the other to end (wake it then) */
+	int16		circuit;		/* deliver.c's Circuit */
+	bool		probe_in_flight;
+	int8		probe_by;		/* lane + 1 of the probe's worker, 0 = none */
+	int32		failures;		/* consecutive */
+	TimestampTz opened_at;
+	double		tokens;
+	TimestampTz tokens_at;
+} OdooSyncEndpointShare;
 
 /* shared-memory slot bookkeeping used by the launcher (odoo_sync.c) */
 typedef struct OdooSyncDbSlot
@@ -84,6 +114,7 @@ typedef struct OdooSyncDbSlot
 	TimestampTz checked_at;		/* when ext_absent was last set */
 	pid_t		pid[OSW_NUM_KINDS];
 	Latch	   *latch[OSW_NUM_KINDS];
+	OdooSyncEndpointShare endpoints[ODOO_SYNC_DELIVER_ENDPOINTS];
 } OdooSyncDbSlot;
 
 typedef struct OdooSyncShared

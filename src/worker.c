@@ -25,6 +25,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_database.h"
+#include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -32,6 +33,7 @@
 #include "postmaster/interrupt.h"
 #include "replication/origin.h"
 #include "storage/ipc.h"
+#include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "executor/spi.h"
 #include "tcop/tcopprot.h"
@@ -63,13 +65,26 @@ worker_detach(int code, Datum arg)
 
 /*
  * odoo_sync_extension_present
- *		True when the extension exists in the current database.
+ *		True when the extension exists in the current database; it is then
+ *		share-locked until the transaction ends.
  *
- * Must be called inside a transaction.
+ * Must be called inside a transaction, before any of the extension's tables
+ * is touched.  DROP EXTENSION locks the extension first, then its objects
+ * one by one: a worker's transaction that held one of its tables and waited
+ * for another that DROP EXTENSION already held made a deadlock, which the
+ * detector could resolve by aborting DROP EXTENSION (the isolation tests'
+ * teardown, with the capture worker).  With the extension locked first, the
+ * transaction runs before the drop, or waits for it and finds it gone.
  */
 bool
 odoo_sync_extension_present(void)
 {
+	Oid			extoid = get_extension_oid(ODOO_SYNC_EXTNAME, true);
+
+	if (!OidIsValid(extoid))
+		return false;
+	/* accepts invalidations: the lookup below sees a drop that committed */
+	LockDatabaseObject(ExtensionRelationId, extoid, 0, AccessShareLock);
 	return OidIsValid(get_extension_oid(ODOO_SYNC_EXTNAME, true));
 }
 

@@ -151,7 +151,7 @@ cpu_snapshot() {
 		[ -r "/proc/$p/stat" ] || continue
 		t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null) || continue
 		k=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | sed -E 's/^postgres: //;
-			s/^nginx.*/nginx/; s/^odoo_sync ([a-z]+).*/odoo_sync_\1/; s/^autovacuum worker.*/autovacuum/;
+			s/^nginx.*/nginx/; s/^odoo_sync (deliver critical|[a-z]+).*/odoo_sync_\1/; s/^autovacuum worker.*/autovacuum/;
 			s/.*127\.0\.0\.1.*/backend/; s/ +$//' | tr ' ' '_' | cut -c1-30)
 		[ -n "$t" ] && echo "$p $t ${k:-other}"
 	done

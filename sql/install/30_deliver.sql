@@ -245,6 +245,9 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, @extschema@
 AS $$
+DECLARE
+	v_critical boolean;
+	v_bulk boolean;
 BEGIN
 	INSERT INTO @extschema@.delivery
 		(endpoint_id, event_id, aggregate_type, aggregate_id, aggregate_seq,
@@ -259,13 +262,23 @@ BEGIN
 			  e.aggregate_seq, e.lane, e.commit_time, e.captured_at, e.seq
 	 ORDER BY e.seq;
 	IF FOUND THEN
-		PERFORM @extschema@._wake_at_commit('deliver');
+		-- each lane has its own deliver worker: wake the ones with new work
+		-- (lanes of the new events; a lane no subscription took only costs
+		-- an idle turn)
+		SELECT bool_or(e.lane = 'critical'), bool_or(e.lane <> 'critical')
+		  INTO v_critical, v_bulk FROM new_events e;
+		IF v_critical THEN
+			PERFORM @extschema@._wake_at_commit('deliver critical');
+		END IF;
+		IF v_bulk THEN
+			PERFORM @extschema@._wake_at_commit('deliver bulk');
+		END IF;
 	END IF;
 	RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION @extschema@._fan_out() IS
-	'Private: creates the deliveries of new events for every matching enabled subscription, in the inserting transaction, and wakes the deliver worker at commit.';
+	'Private: creates the deliveries of new events for every matching enabled subscription, in the inserting transaction, and wakes the deliver worker of each lane concerned at commit.';
 -- a trigger needs no EXECUTE grant to fire; nobody is to call it otherwise
 REVOKE ALL ON FUNCTION @extschema@._fan_out() FROM PUBLIC;
 

@@ -23,18 +23,19 @@ $node->safe_psql('postgres', 'CREATE DATABASE odoo_b');
 is($node->safe_psql('odoo_a', $workers), '0', 'no workers without the extension');
 
 $node->safe_psql('odoo_a', 'CREATE EXTENSION odoo_sync');
-ok(poll_for($node, 'odoo_a', nworkers(3), 't', 10),
-	'CREATE EXTENSION starts the three workers within seconds');
+ok(poll_for($node, 'odoo_a', nworkers(4), 't', 10),
+	'CREATE EXTENSION starts the four workers within seconds');
 is($node->safe_psql('odoo_a', q{SELECT string_agg(backend_type, ',' ORDER BY backend_type)
 	FROM pg_stat_activity WHERE backend_type LIKE 'odoo_sync %' AND datname = current_database()}),
-	'odoo_sync apply,odoo_sync capture,odoo_sync deliver', 'one worker of each kind');
+	'odoo_sync apply,odoo_sync capture,odoo_sync deliver,odoo_sync deliver critical',
+	'one worker of each kind (delivery: one per lane)');
 is($node->safe_psql('odoo_a', q{SELECT string_agg(DISTINCT application_name, ',')
 	FROM pg_stat_activity WHERE backend_type LIKE 'odoo_sync %' AND datname = current_database()}) =~ /odoo_sync/ ? 1 : 0,
 	1, 'workers report an application_name');
 
 $node->safe_psql('odoo_b', 'CREATE EXTENSION odoo_sync');
-ok(poll_for($node, 'odoo_b', nworkers(3), 't', 10), 'second database gets its own workers');
-is($node->safe_psql('odoo_a', $workers), '3', 'first database keeps its workers');
+ok(poll_for($node, 'odoo_b', nworkers(4), 't', 10), 'second database gets its own workers');
+is($node->safe_psql('odoo_a', $workers), '4', 'first database keeps its workers');
 
 # a killed worker comes back
 my $pid = $node->safe_psql('odoo_a', q{SELECT pid FROM pg_stat_activity
@@ -54,7 +55,7 @@ ok(poll_for($node, 'odoo_a', q{SELECT string_agg(pid::text, ',' ORDER BY pid) FR
 
 $node->safe_psql('odoo_b', 'DROP EXTENSION odoo_sync');
 ok(poll_for($node, 'odoo_b', nworkers(0), 't', 10), 'DROP EXTENSION stops the workers');
-is($node->safe_psql('odoo_a', $workers), '3', 'other database unaffected');
+is($node->safe_psql('odoo_a', $workers), '4', 'other database unaffected');
 
 # DROP DATABASE is not blocked by our connections, and takes our replication
 # origins with it: they are cluster-wide and each holds one of
@@ -76,7 +77,7 @@ is($rc, 0, 'DROP DATABASE succeeds while the workers run') or diag($err);
 # (and other orphans of ours), not the others
 $node->safe_psql('postgres', 'CREATE DATABASE odoo_c');
 $node->safe_psql('odoo_c', 'CREATE EXTENSION odoo_sync');
-ok(poll_for($node, 'odoo_c', nworkers(3), 't', 10), 'new database picked up');
+ok(poll_for($node, 'odoo_c', nworkers(4), 't', 10), 'new database picked up');
 ok(poll_for($node, 'postgres', qq{SELECT count(*) FROM pg_replication_origin
 	WHERE roname IN ('odoo_sync_capture_$oid_a', 'odoo_sync_apply_$oid_a',
 					 'odoo_sync_capture_4000000000', 'odoo_sync_apply_4000000001')}, '0', 20),

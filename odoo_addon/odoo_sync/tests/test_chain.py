@@ -41,7 +41,7 @@ _logger = logging.getLogger(__name__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 SINK = os.environ.get("ODOO_SYNC_SINK") or os.path.normpath(
     os.path.join(HERE, "..", "..", "..", "test", "sink", "sink.py"))
-WORKERS = ("odoo_sync capture", "odoo_sync deliver", "odoo_sync apply")
+WORKERS = ("odoo_sync capture", "odoo_sync deliver", "odoo_sync deliver critical", "odoo_sync apply")
 ORDERS = int(os.environ.get("ODOO_SYNC_CHAIN_ORDERS", "5"))
 
 

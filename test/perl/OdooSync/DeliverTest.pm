@@ -22,8 +22,9 @@ sub setup
 		extra_conf => "odoo_sync.allow_private_endpoints = on\nlog_statement = none\n" . ($opts{extra_conf} // ''));
 	$node->safe_psql('postgres', 'CREATE EXTENSION odoo_sync');
 	OdooSync::Test::poll_for($node, 'postgres', q{SELECT count(*) FROM pg_stat_activity
-		WHERE backend_type = 'odoo_sync deliver' AND datname = current_database()}, '1', 10)
-	  or die 'the deliver worker did not start';
+		WHERE backend_type IN ('odoo_sync deliver', 'odoo_sync deliver critical')
+		  AND datname = current_database()}, '2', 10)
+	  or die 'the deliver workers (one per lane) did not start';
 	my $sink = OdooSync::Sink->start(dir => PostgreSQL::Test::Utils::tempdir());
 	return ($node, $sink);
 }
