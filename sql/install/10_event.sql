@@ -30,7 +30,12 @@ COMMENT ON COLUMN @extschema@.event.aggregate_seq IS 'Position of the event with
 COMMENT ON COLUMN @extschema@.event.correlation_id IS 'Shared by every event of one order-to-cash chain (order, dispatch, proof of delivery, invoice).';
 COMMENT ON COLUMN @extschema@.event.commit_lsn IS 'Commit LSN of the Odoo transaction the event comes from (NULL for snapshots and emitted events).';
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.event', '');
-CREATE INDEX event_captured_at_idx ON @extschema@.event (captured_at);
+-- captured_at grows with the log (append-only, clock_timestamp() at insert):
+-- a BRIN index serves the retention purge and replay(since) at a fraction of
+-- a btree's cost per captured event (measured: a btree here cost ~3 us of
+-- the ~17 us per event of the capture worker).
+CREATE INDEX event_captured_at_idx ON @extschema@.event USING brin (captured_at)
+	WITH (pages_per_range = 32, autosummarize = on);
 CREATE INDEX event_correlation_idx ON @extschema@.event (correlation_id) WHERE correlation_id IS NOT NULL;
 
 CREATE FUNCTION @extschema@._event_immutable()
