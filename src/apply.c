@@ -647,17 +647,18 @@ maybe_notify_cron(void)
 }
 
 /*
- * Creates (if needed) and sets up this database's replication origin, and
- * drops the apply origins of databases that no longer exist (origins are
- * cluster-wide and DROP DATABASE leaves them behind).
+ * Creates (if needed) and sets up this database's replication origin, after
+ * dropping the origins of databases that no longer exist (origins are
+ * cluster-wide and DROP DATABASE leaves them behind: worker.c).
  */
 static void
 setup_origin(void)
 {
 	char		name[NAMEDATALEN];
 	RepOriginId origin;
-	List	   *orphans = NIL;
-	ListCell   *lc;
+
+	/* first free the state slots of dropped databases' origins, ours too */
+	(void) odoo_sync_drop_orphan_origins();
 
 	snprintf(name, sizeof(name), "%s_%u", ODOO_SYNC_APPLY_ORIGIN_PREFIX, MyDatabaseId);
 	SetCurrentStatementStartTimestamp();
@@ -665,32 +666,6 @@ setup_origin(void)
 	origin = replorigin_by_name(name, true);
 	if (origin == InvalidRepOriginId)
 		origin = replorigin_create(name);
-	if (SPI_connect() == SPI_OK_CONNECT)
-	{
-		char	   *sql;
-
-		PushActiveSnapshot(GetTransactionSnapshot());
-		sql = psprintf("SELECT roname FROM pg_catalog.pg_replication_origin "
-					   "WHERE roname ~ '^%s_[0-9]{1,10}$' "
-					   "AND pg_catalog.substr(roname, %d)::bigint "
-					   "NOT IN (SELECT oid::bigint FROM pg_catalog.pg_database)",
-					   ODOO_SYNC_APPLY_ORIGIN_PREFIX,
-					   (int) strlen(ODOO_SYNC_APPLY_ORIGIN_PREFIX) + 2);
-
-		if (SPI_execute(sql, true, 0) == SPI_OK_SELECT)
-		{
-			MemoryContext old = MemoryContextSwitchTo(CurTransactionContext);
-
-			for (uint64 i = 0; i < SPI_processed; i++)
-				orphans = lappend(orphans, SPI_getvalue(SPI_tuptable->vals[i],
-														SPI_tuptable->tupdesc, 1));
-			MemoryContextSwitchTo(old);
-		}
-		PopActiveSnapshot();
-		SPI_finish();
-	}
-	foreach(lc, orphans)
-		replorigin_drop_by_name((char *) lfirst(lc), true, false);
 	CommitTransactionCommand();
 	replorigin_session_setup(origin);
 	replorigin_session_origin = origin;
