@@ -35,7 +35,7 @@ echo "database odoo: Odoo 17-shaped tables (stock, sale, account) + CREATE EXTEN
 
 say "The workers the launcher started for this database"
 for _ in $(seq 1 50); do
-	[ "$(psql_o -Atc "SELECT count(*) FROM odoo_sync.workers")" -ge 3 ] && break; sleep 0.1
+	[ "$(psql_o -Atc "SELECT count(*) FROM odoo_sync.workers")" -ge 4 ] && break; sleep 0.1
 done
 psql_o -c "SELECT pid, worker, activity FROM odoo_sync.workers ORDER BY worker"
 

@@ -12,7 +12,14 @@ SELECT odoo_sync.create_endpoint('e', 'https://203.0.113.10/x', rate_limit => 0,
 SELECT odoo_sync.create_endpoint('e', 'https://203.0.113.10/x', backoff_base => '10 s', backoff_max => '1 s', enabled => false);
 SELECT odoo_sync.create_endpoint('e', 'https://203.0.113.10/x', timeout => '0 s', enabled => false);
 SELECT odoo_sync.create_endpoint('e', 'https://203.0.113.10/x', max_age => '-1 hour', enabled => false);
+SELECT odoo_sync.create_endpoint('', 'https://203.0.113.10/x', enabled => false);
+SELECT odoo_sync.create_endpoint(NULL, 'https://203.0.113.10/x', enabled => false);
 SELECT odoo_sync.create_endpoint('e', 'https://203.0.113.10/x', enabled => false) > 0 AS created;
+SELECT odoo_sync.create_endpoint('e', 'https://203.0.113.11/y', enabled => false);
+SELECT odoo_sync.create_endpoint('f', 'https://203.0.113.11/y', enabled => false) > 0 AS created;
+SELECT odoo_sync.alter_endpoint('f', '{"name": "e"}');
+SELECT odoo_sync.alter_endpoint('f', '{"name": "f2"}');
+SELECT odoo_sync.drop_endpoint('f2');
 -- alter: unknown keys list the valid ones; a value of the wrong type is named
 SELECT odoo_sync.alter_endpoint('e', '{"concurency": 8}');
 SELECT odoo_sync.alter_endpoint('e', '{"secret": "x"}');

@@ -2004,8 +2004,8 @@ breaker_record(Endpoint *ep, Send *s, bool success, bool failure, TimestampTz no
 						ep->name)));
 		ep->state_dirty = true;
 	}
-	else if (failures_was != 0 && copy.failures == 0)
-		ep->state_dirty = true;
+	else if (copy.failures != failures_was)
+		ep->state_dirty = true; /* endpoint_status shows the count (one write a turn) */
 	breaker_adopt(ep, &copy);
 }
 

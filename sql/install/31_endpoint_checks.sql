@@ -12,6 +12,22 @@ DECLARE
 	v_rule	text;
 	v_value text;
 BEGIN
+	IF NEW.name IS NULL OR btrim(NEW.name) = '' OR NEW.name <> btrim(NEW.name)
+	   OR length(NEW.name) > 63 OR NEW.name ~ '[[:cntrl:]]' THEN
+		RAISE EXCEPTION 'invalid endpoint name: %', coalesce('"' || NEW.name || '"', 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'Field "name" must be 1 to 63 characters, without leading or trailing spaces or control characters.';
+	END IF;
+	IF NEW.url IS NULL THEN
+		RAISE EXCEPTION 'an endpoint needs a URL'
+			USING ERRCODE = 'null_value_not_allowed', DETAIL = 'Field "url" is null.';
+	END IF;
+	IF EXISTS (SELECT 1 FROM @extschema@.endpoint e WHERE e.name = NEW.name AND e.id IS DISTINCT FROM NEW.id) THEN
+		RAISE EXCEPTION 'endpoint "%" already exists', NEW.name
+			USING ERRCODE = 'unique_violation',
+				  DETAIL = 'Field "name" must be unique.',
+				  HINT = 'Change it with odoo_sync.alter_endpoint(), or pick another name.';
+	END IF;
 	SELECT f, r, v INTO v_field, v_rule, v_value
 	  FROM (VALUES
 		(1, 'concurrency', 'between 1 and 256', NEW.concurrency::text, NEW.concurrency BETWEEN 1 AND 256),

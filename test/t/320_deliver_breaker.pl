@@ -85,6 +85,18 @@ events_multi($node, n => 1, aggregates => 1, type => 'ma.test', lane => 'critica
 ok(poll_for($node, 'postgres', q{SELECT circuit FROM odoo_sync.endpoint_status WHERE name = 'ma'}, 'closed', 10),
 	'max_age: a fresh event probes and closes the circuit');
 
+# endpoint_status shows consecutive failures as they happen, not only once
+# the circuit opens
+q1(qq{SELECT odoo_sync.create_endpoint('cf', 'http://127.0.0.1:$port/cf', concurrency => 1,
+	breaker_threshold => 100, backoff_base => '20 ms', backoff_max => '50 ms', max_attempts => 1000);
+	SELECT odoo_sync.subscribe('cf', '{cf.*}', ordered => false)});
+$sink->script('/cf', { status => 500, repeat => -1 });
+events_multi($node, n => 1, aggregates => 1, type => 'cf.test', lane => 'critical', prefix => 'CF');
+ok(poll_for($node, 'postgres', q{SELECT circuit = 'closed' AND consecutive_failures >= 3
+	FROM odoo_sync.endpoint_status WHERE name = 'cf'}, 't', 10),
+	'consecutive failures are visible while the circuit is closed');
+q1(q{SELECT odoo_sync.alter_endpoint('cf', '{"enabled": false}')});
+
 $node->stop;
 my $log = slurp_file($node->logfile);
 like($log, qr/circuit of endpoint "cb" opens/, 'opening logged');
