@@ -113,7 +113,7 @@ isnt($rc, 0, 'admin cannot read it either (write-only)');
 like($err, qr/invalid endpoint secret/, 'bad whsec_ secret refused');
 unlike($err, qr/SECRETX/, 'without echoing it');
 ($rc, $out, $err) = $node->psql('postgres', qq{SELECT odoo_sync.create_endpoint('dispatch', 'http://127.0.0.1:$port/x', secret => 'dup-SECRETY')});
-like($err, qr/duplicate key/, 'duplicate endpoint refused');
+like($err, qr/endpoint "dispatch" already exists/, 'duplicate endpoint refused');
 
 # errors during delivery (a 500 then dead on 400), with secrets in play
 $sink->script('/raw', { status => 400, body => 'bad request: nope' });
@@ -138,7 +138,7 @@ $node->stop;
 my $log = slurp_file($node->logfile);
 unlike($log, qr/TXlTdXBlclNlY3JldEtleUZvclRlc3Rz/, 'whsec secret never in the server log');
 unlike($log, qr/plain-raw-secret|SECRETX|SECRETY/, 'raw secrets never in the server log');
-like($log, qr/duplicate key/, 'the log does hold the errors');
+like($log, qr/endpoint "dispatch" already exists/, 'the log does hold the errors');
 unlike($log, qr/terminated by signal/, 'no crash');
 $sink->stop;
 done_testing();
