@@ -690,6 +690,50 @@ GRANT EXECUTE ON FUNCTION @extschema@.unsubscribe(integer) TO odoo_sync_admin;
 
 -- Replay and operations (operator) -----------------------------------------
 
+-- The one way an operator request queues events again: for each (endpoint,
+-- event) pair, a delivery unless the event is still pending (or in flight)
+-- there, in capture order, counted in the request.  Requests on one
+-- endpoint take turns (a transaction-level advisory lock per endpoint, in
+-- endpoint order so that requests on several endpoints cannot deadlock):
+-- two concurrent replays would otherwise both find an event not pending and
+-- queue it twice.
+CREATE FUNCTION @extschema@._queue_again(rid bigint, endpoint_ids integer[], event_ids uuid[])
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, @extschema@
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	PERFORM pg_advisory_xact_lock(hashtext('odoo_sync.queue_again'), x.ep)
+	   FROM (SELECT DISTINCT ep FROM unnest(endpoint_ids) ep ORDER BY ep) x;
+	INSERT INTO @extschema@.delivery
+		(endpoint_id, event_id, aggregate_type, aggregate_id, aggregate_seq,
+		 lane, ordered, event_at, request_id)
+	SELECT p.ep, e.id, e.aggregate_type, e.aggregate_id, e.aggregate_seq, e.lane,
+		   coalesce((SELECT bool_or(s.ordered) FROM @extschema@.subscription s
+					  WHERE s.endpoint_id = p.ep AND e.type LIKE ANY (s.type_likes)), true),
+		   coalesce(e.commit_time, e.captured_at), rid
+	  FROM (SELECT DISTINCT u.ep, u.ev FROM unnest(endpoint_ids, event_ids) AS u(ep, ev)) p
+	  JOIN @extschema@.event e ON e.id = p.ev
+	 WHERE NOT EXISTS (
+			SELECT 1 FROM @extschema@.delivery d
+			 WHERE d.endpoint_id = p.ep AND d.aggregate_type = e.aggregate_type
+			   AND d.aggregate_id = e.aggregate_id AND d.aggregate_seq = e.aggregate_seq
+			   AND d.event_id = e.id)
+	 ORDER BY e.seq;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	UPDATE @extschema@.delivery_request SET deliveries = n WHERE id = rid;
+	IF n > 0 THEN
+		PERFORM @extschema@._wake_at_commit('deliver');
+	END IF;
+	RETURN n;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._queue_again(bigint, integer[], uuid[]) IS
+	'Private: queues each (endpoint, event) pair again for request rid unless the event is pending there; one request per endpoint at a time. Returns how many were queued.';
+REVOKE ALL ON FUNCTION @extschema@._queue_again(bigint, integer[], uuid[]) FROM PUBLIC;
+
 CREATE FUNCTION @extschema@.redeliver(event_id uuid, endpoint text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -699,7 +743,7 @@ AS $$
 DECLARE
 	eid integer;
 	rid bigint;
-	n bigint;
+	eps integer[];
 BEGIN
 	IF endpoint IS NOT NULL THEN
 		eid := @extschema@._endpoint_id(endpoint);
@@ -713,32 +757,16 @@ BEGIN
 	RETURNING id INTO rid;
 	-- With an endpoint: to it, subscribed or not. Without: to every endpoint
 	-- with a matching subscription.
-	INSERT INTO @extschema@.delivery
-		(endpoint_id, event_id, aggregate_type, aggregate_id, aggregate_seq,
-		 lane, ordered, event_at, request_id)
-	SELECT ep.id, e.id, e.aggregate_type, e.aggregate_id, e.aggregate_seq, e.lane,
-		   coalesce((SELECT bool_or(s.ordered) FROM @extschema@.subscription s
-					  WHERE s.endpoint_id = ep.id AND e.type LIKE ANY (s.type_likes)), true),
-		   coalesce(e.commit_time, e.captured_at), rid
+	SELECT coalesce(array_agg(ep.id), '{}') INTO eps
 	  FROM @extschema@.event e
 	  JOIN @extschema@.endpoint ep ON (eid IS NOT NULL AND ep.id = eid)
 		OR (eid IS NULL AND EXISTS (
 				SELECT 1 FROM @extschema@.subscription s
 				 WHERE s.endpoint_id = ep.id AND s.enabled
 				   AND e.lane = ANY (s.lanes) AND e.type LIKE ANY (s.type_likes)))
-	 WHERE e.id = redeliver.event_id
-	   -- still pending (or in flight) there: it is sent anyway, once
-	   AND NOT EXISTS (
-			SELECT 1 FROM @extschema@.delivery d
-			 WHERE d.endpoint_id = ep.id AND d.aggregate_type = e.aggregate_type
-			   AND d.aggregate_id = e.aggregate_id AND d.aggregate_seq = e.aggregate_seq
-			   AND d.event_id = e.id);
-	GET DIAGNOSTICS n = ROW_COUNT;
-	UPDATE @extschema@.delivery_request SET deliveries = n WHERE id = rid;
-	IF n > 0 THEN
-		PERFORM @extschema@._wake_at_commit('deliver');
-	END IF;
-	RETURN n;
+	 WHERE e.id = redeliver.event_id;
+	RETURN @extschema@._queue_again(rid, eps,
+		array_fill(redeliver.event_id, ARRAY[cardinality(eps)]));
 END
 $$;
 COMMENT ON FUNCTION @extschema@.redeliver(uuid, text) IS
@@ -757,8 +785,8 @@ AS $$
 DECLARE
 	eid integer := @extschema@._endpoint_id(endpoint);
 	rid bigint;
-	n bigint;
 	likes text[];
+	evs uuid[];
 BEGIN
 	IF since IS NULL THEN
 		RAISE EXCEPTION 'replay needs a start time'
@@ -777,13 +805,7 @@ BEGIN
 											  'until', until, 'types', types))
 	RETURNING id INTO rid;
 	-- Without types: the events the endpoint's subscriptions match now.
-	INSERT INTO @extschema@.delivery
-		(endpoint_id, event_id, aggregate_type, aggregate_id, aggregate_seq,
-		 lane, ordered, event_at, request_id)
-	SELECT eid, e.id, e.aggregate_type, e.aggregate_id, e.aggregate_seq, e.lane,
-		   coalesce((SELECT bool_or(s.ordered) FROM @extschema@.subscription s
-					  WHERE s.endpoint_id = eid AND e.type LIKE ANY (s.type_likes)), true),
-		   coalesce(e.commit_time, e.captured_at), rid
+	SELECT coalesce(array_agg(e.id), '{}') INTO evs
 	  FROM @extschema@.event e
 	 WHERE e.captured_at >= since
 	   AND (until IS NULL OR e.captured_at < until)
@@ -791,19 +813,8 @@ BEGIN
 				ELSE EXISTS (SELECT 1 FROM @extschema@.subscription s
 							  WHERE s.endpoint_id = eid AND s.enabled
 								AND e.lane = ANY (s.lanes)
-								AND e.type LIKE ANY (s.type_likes)) END
-	   AND NOT EXISTS (
-			SELECT 1 FROM @extschema@.delivery d
-			 WHERE d.endpoint_id = eid AND d.aggregate_type = e.aggregate_type
-			   AND d.aggregate_id = e.aggregate_id AND d.aggregate_seq = e.aggregate_seq
-			   AND d.event_id = e.id)
-	 ORDER BY e.seq;
-	GET DIAGNOSTICS n = ROW_COUNT;
-	UPDATE @extschema@.delivery_request SET deliveries = n WHERE id = rid;
-	IF n > 0 THEN
-		PERFORM @extschema@._wake_at_commit('deliver');
-	END IF;
-	RETURN n;
+								AND e.type LIKE ANY (s.type_likes)) END;
+	RETURN @extschema@._queue_again(rid, array_fill(eid, ARRAY[cardinality(evs)]), evs);
 END
 $$;
 COMMENT ON FUNCTION @extschema@.replay(text, timestamptz, timestamptz, text[]) IS
@@ -820,37 +831,20 @@ AS $$
 DECLARE
 	eid integer := @extschema@._endpoint_id(endpoint);
 	rid bigint;
-	n bigint;
+	evs uuid[];
 BEGIN
 	INSERT INTO @extschema@.delivery_request (operation, endpoint_id, arguments)
 	VALUES ('retry_dead', eid, jsonb_build_object('endpoint', endpoint))
 	RETURNING id INTO rid;
+	-- A dead letter whose event is pending there again (redelivered, say)
+	-- is marked retried too: that pending delivery settles it.
 	WITH dead AS (
 		UPDATE @extschema@.delivery_done d SET retried_by = rid
 		 WHERE d.endpoint_id = eid AND d.state = 'dead' AND d.retried_by IS NULL
 		RETURNING d.event_id
 	)
-	INSERT INTO @extschema@.delivery
-		(endpoint_id, event_id, aggregate_type, aggregate_id, aggregate_seq,
-		 lane, ordered, event_at, request_id)
-	SELECT eid, e.id, e.aggregate_type, e.aggregate_id, e.aggregate_seq, e.lane,
-		   coalesce((SELECT bool_or(s.ordered) FROM @extschema@.subscription s
-					  WHERE s.endpoint_id = eid AND e.type LIKE ANY (s.type_likes)), true),
-		   coalesce(e.commit_time, e.captured_at), rid
-	  FROM (SELECT DISTINCT event_id FROM dead) x
-	  JOIN @extschema@.event e ON e.id = x.event_id
-	 WHERE NOT EXISTS (
-			SELECT 1 FROM @extschema@.delivery d
-			 WHERE d.endpoint_id = eid AND d.aggregate_type = e.aggregate_type
-			   AND d.aggregate_id = e.aggregate_id AND d.aggregate_seq = e.aggregate_seq
-			   AND d.event_id = e.id)
-	 ORDER BY e.seq;
-	GET DIAGNOSTICS n = ROW_COUNT;
-	UPDATE @extschema@.delivery_request SET deliveries = n WHERE id = rid;
-	IF n > 0 THEN
-		PERFORM @extschema@._wake_at_commit('deliver');
-	END IF;
-	RETURN n;
+	SELECT coalesce(array_agg(DISTINCT event_id), '{}') INTO evs FROM dead;
+	RETURN @extschema@._queue_again(rid, array_fill(eid, ARRAY[cardinality(evs)]), evs);
 END
 $$;
 COMMENT ON FUNCTION @extschema@.retry_dead(text) IS
