@@ -157,6 +157,37 @@ is($st, 't', 'endpoint_status shows deliveries, latency and circuit');
 is(q1(q{SELECT dead || '|' || failed_attempts_5m FROM odoo_sync.endpoint_status WHERE name = 'nf'}), '1|1',
 	'endpoint_status counts dead letters and failed attempts');
 
+# --- results recorded by id when the claimed row moved (VACUUM FULL while
+# the requests were in flight rewrote the queue: every ctid the lease wrote
+# is gone or another row's): one success, one failure
+q1(qq{
+	SELECT odoo_sync.create_endpoint('mv', 'http://127.0.0.1:$port/mv', concurrency => 2,
+		backoff_base => '100 ms', backoff_max => '100 ms');
+	SELECT odoo_sync.subscribe('mv', '{moved.*}');
+});
+$sink->script('/mv', { status => 200, delay_ms => 1500 }, { status => 503, delay_ms => 1500 },
+	{ status => 200, repeat => 10 });
+events($node, n => 1, type => 'moved.ok', aggregate => 'MV1');
+events($node, n => 1, type => 'moved.fail', aggregate => 'MV2');
+ok(poll_for($node, 'postgres', q{SELECT count(*) FROM odoo_sync.deliveries
+	WHERE endpoint = 'mv' AND state = 'in_flight'}, '2', 10), 'both deliveries in flight');
+my $tids_before = q1(q{SELECT string_agg(ctid::text, ',' ORDER BY id) FROM odoo_sync.delivery
+	WHERE endpoint_id = (SELECT id FROM odoo_sync.endpoint WHERE name = 'mv')});
+q1('VACUUM FULL odoo_sync.delivery');
+my $tids_after = q1(q{SELECT string_agg(ctid::text, ',' ORDER BY id) FROM odoo_sync.delivery
+	WHERE endpoint_id = (SELECT id FROM odoo_sync.endpoint WHERE name = 'mv')});
+isnt($tids_after, $tids_before, "the rows moved ($tids_before -> $tids_after)");
+ok(poll_for($node, 'postgres', q{SELECT count(*) FROM odoo_sync.deliveries
+	WHERE endpoint = 'mv' AND state = 'delivered'}, '2', 20),
+	'both delivered: the success and the retry after the 503 were recorded by id');
+is(q1(q{SELECT string_agg(d.attempts::text, ',' ORDER BY d.attempts)
+	FROM odoo_sync.delivery_done d
+	WHERE d.endpoint_id = (SELECT id FROM odoo_sync.endpoint WHERE name = 'mv')}),
+	'1,2', 'one history row each, the one answered 503 delivered on its second attempt');
+is(q1(q{SELECT count(*) || ':' || min(status) FROM odoo_sync.delivery_attempt
+	WHERE endpoint_id = (SELECT id FROM odoo_sync.endpoint WHERE name = 'mv')}), '1:503',
+	'the 503 is in the attempt history');
+
 $node->stop;
 unlike(slurp_file($node->logfile), qr/terminated by signal/, 'no crash');
 done_testing();
