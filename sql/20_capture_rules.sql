@@ -162,7 +162,7 @@ SELECT odoo_sync._capture_batch($$[
    "r": [{"action":"U","schema":"public","table":"shipment","new":{"id":1,"state":"draft","qty":13,"note":"n","company_id":1}}]}]$$);
 SELECT e.aggregate_id, e.aggregate_seq, e.type, e.lane, e.source = current_database() AS source,
 	   e.commit_lsn, e.id::text ~ '^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab]' AS v7,
-	   (SELECT count(*) FROM odoo_sync.delivery d WHERE d.event_id = e.id) AS deliveries
+	   (SELECT count(*) FROM odoo_sync.deliveries d WHERE d.event_id = e.id) AS deliveries
   FROM odoo_sync.event e WHERE e.commit_lsn >= '0/B00' ORDER BY e.seq;
 SELECT bool_and(x.id > x.prev) AS ids_follow_seq
   FROM (SELECT e.id, lag(e.id) OVER (ORDER BY e.seq) AS prev
@@ -179,7 +179,7 @@ SELECT odoo_sync._capture_batch($$[
   {"b": {"action":"B","commit-lsn":"0/D00","commit-time":"2026-11-29 10:00:12+00","origin":null},
    "r": [{"action":"U","schema":"public","table":"shipment","new":{"id":1,"state":"ready","qty":14,"note":"n","company_id":1}}]}]$$);
 SELECT e.aggregate_id, e.aggregate_seq, e.type, e.correlation_id,
-	   (SELECT count(*) FROM odoo_sync.delivery d WHERE d.event_id = e.id) AS deliveries
+	   (SELECT count(*) FROM odoo_sync.deliveries d WHERE d.event_id = e.id) AS deliveries
   FROM odoo_sync.event e WHERE e.commit_lsn = '0/D00' ORDER BY e.seq;
 DROP TRIGGER mark_event ON odoo_sync.event;
 

@@ -118,6 +118,8 @@ static const char *const lane_names[NLANES] = {"critical", "bulk"};
 #define KEY_MAX 512
 #define CLAIM_MAX 5000
 #define CLAIM_MIN 512
+#define CHUNK_MAX 256			/* events per chunk, as the fan-out writes them */
+#define CHUNK_CLAIM 32			/* chunks looked at per endpoint and claim */
 
 /*
  * Results are recorded at once past this many, else within RESULT_DELAY
@@ -145,7 +147,84 @@ typedef struct DItem
 	char	   *json;			/* the CloudEvent, NULL if the event is gone */
 	int			jsonlen;
 	char	   *traceparent;
+	/* an event of a chunk (else a delivery row) */
+	struct Chunk *chunk;
+	int			idx;			/* its place in the chunk */
+	struct AggEntry *agg;		/* its aggregate (ordered chunks), or NULL */
+	struct DItem *next_held;	/* in its aggregate's queue of waiting items */
+	bool		agg_busy;		/* the one of its aggregate queued or in flight */
 } DItem;
+
+/*
+ * How an event of a chunk ended its first turn.  Only END_OK ends in the
+ * history alone; the others are written as delivery rows (END_RETRY,
+ * END_HELD) or as a dead letter (END_DEAD), so that every later attempt
+ * goes the way of the one-by-one queue.
+ */
+typedef enum ItemEnd
+{
+	END_NONE = 0,
+	END_OK,
+	END_DEAD,
+	END_RETRY,					/* failed, retry at retry_at */
+	END_HELD					/* not sent: waits behind an earlier event of its
+								 * aggregate, or given back */
+} ItemEnd;
+
+typedef struct ChunkResult
+{
+	char		end;			/* ItemEnd */
+	bool		sent;
+	int32		status;
+	TimestampTz at;
+	TimestampTz retry_at;
+	char	   *error;
+	char	   *excerpt;
+} ChunkResult;
+
+/*
+ * A claimed chunk: its events are sent like claimed rows; when every one
+ * has ended its first turn, the chunk is recorded (deleted, its history
+ * and rows written) in one statement group.
+ */
+typedef struct Chunk
+{
+	int64		id;
+	struct Endpoint *ep;
+	int			lane;
+	bool		ordered;
+	int			n;
+	int			open;			/* events without an end yet */
+	TimestampTz created_at;
+	int64	   *ids;
+	char	  (*event_ids)[40];
+	TimestampTz *event_at;
+	struct AggEntry **aggs;
+	ChunkResult *res;
+	struct Chunk *next;			/* all chunks in memory */
+} Chunk;
+
+/*
+ * Per endpoint and aggregate, the ordered events of chunks in memory: one
+ * is queued or in flight at a time (busy), the others wait in held order.
+ * Once one of them must be retried (or waits behind a delivery row), the
+ * aggregate is poisoned: the rest are written as rows behind it.  An entry
+ * lives until the last chunk with an event of it is recorded, so that a
+ * newer chunk claimed meanwhile still sees the poison (the rows are written
+ * in the same transaction as its claim, before it).
+ */
+#define AGG_KEYLEN 160
+typedef struct AggEntry
+{
+	char		key[AGG_KEYLEN];	/* endpoint id / aggregate type / id; a
+									 * longer key is cut: two aggregates then
+									 * share an entry, which only orders more */
+	int			refs;			/* events in memory */
+	bool		busy;
+	bool		poisoned;
+	DItem	   *held_head;
+	DItem	   *held_tail;
+} AggEntry;
 
 typedef struct Queue
 {
@@ -185,6 +264,7 @@ typedef struct Endpoint
 	Queue		queue[NLANES];
 	int			active[NLANES]; /* requests in flight */
 	int			active_items[NLANES];
+	int			held_items[NLANES];	/* chunk events waiting behind their aggregate */
 	bool		want_claim[NLANES];
 	bool		results_waiting[NLANES];	/* results not yet recorded */
 	TimestampTz next_due[NLANES];	/* 0 = none known */
@@ -247,6 +327,9 @@ static MemoryContext TurnContext = NULL;
 static Endpoint **endpoints = NULL;
 static int	nendpoints = 0;
 static Results results;
+static Chunk *chunks = NULL;	/* claimed, not yet recorded */
+static int	nchunks_complete = 0;
+static HTAB *agg_table = NULL;
 static TimestampTz endpoints_loaded_at = 0;
 static bool claim_all = true;
 static TimestampTz reload_at = 0;
@@ -462,8 +545,13 @@ make_array(Datum *d, int n, Oid type)
 			return construct_array(d, n, INT4OID, 4, true, TYPALIGN_INT);
 		case TIMESTAMPTZOID:
 			return construct_array(d, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
-		default:
+		case BOOLOID:
+			return construct_array(d, n, BOOLOID, 1, true, TYPALIGN_CHAR);
+		case TEXTOID:
 			return construct_array(d, n, TEXTOID, -1, false, TYPALIGN_INT);
+		default:
+			elog(ERROR, "make_array: unexpected element type %u", type);
+			return NULL;		/* keep the compiler quiet */
 	}
 }
 
@@ -550,6 +638,8 @@ run_tid_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types,
 
 static int	lane_cap(Endpoint *ep, int lane);
 static void release_queued(Endpoint *ep);
+static void item_end(DItem *it, ItemEnd end, long status, const char *error,
+					 const char *excerpt, TimestampTz at, TimestampTz retry_at);
 
 /*
  * share_of
@@ -984,10 +1074,125 @@ release_queued(Endpoint *ep)
 		DItem	   *it;
 
 		while ((it = queue_pop(&ep->queue[l])) != NULL)
+			item_end(it, END_HELD, 0, NULL, NULL, GetCurrentTimestamp(), 0);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* events of chunks */
+
+static AggEntry *
+agg_enter(Endpoint *ep, const char *type, const char *id)
+{
+	char		key[AGG_KEYLEN];
+	AggEntry   *e;
+	bool		found;
+
+	if (agg_table == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = AGG_KEYLEN;
+		ctl.entrysize = sizeof(AggEntry);
+		ctl.hcxt = DeliverContext;
+		agg_table = hash_create("odoo_sync deliver aggregates", 1024, &ctl,
+								HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
+	memset(key, 0, sizeof(key));
+	snprintf(key, sizeof(key), "%d/%s/%s", ep->id, type, id);
+	e = hash_search(agg_table, key, HASH_ENTER, &found);
+	if (!found)
+	{
+		e->refs = 0;
+		e->busy = false;
+		e->poisoned = false;
+		e->held_head = e->held_tail = NULL;
+	}
+	e->refs++;
+	return e;
+}
+
+static void item_end(DItem *it, ItemEnd end, long status, const char *error,
+					 const char *excerpt, TimestampTz at, TimestampTz retry_at);
+
+/*
+ * agg_after
+ *		The busy event of an aggregate has ended: the next one waiting is
+ *		queued (delivered or dead: its turn), or every one waiting is held
+ *		(retried or given back: they go behind it as rows).
+ */
+static void
+agg_after(AggEntry *a, ItemEnd end)
+{
+	a->busy = false;
+	if (end == END_RETRY || end == END_HELD)
+		a->poisoned = true;
+	while (a->held_head != NULL)
+	{
+		DItem	   *next = a->held_head;
+		Endpoint   *ep = next->chunk->ep;
+
+		a->held_head = next->next_held;
+		if (a->held_head == NULL)
+			a->held_tail = NULL;
+		next->next_held = NULL;
+		ep->held_items[next->chunk->lane]--;
+		if (a->poisoned || !ep->present || !ep->enabled || ep->circuit == CIRCUIT_OPEN)
 		{
-			add_release(it);
-			free_item(it);
+			a->poisoned = true;
+			item_end(next, END_HELD, 0, NULL, NULL, GetCurrentTimestamp(), 0);
+			continue;
 		}
+		a->busy = true;
+		next->agg_busy = true;
+		queue_push(&ep->queue[next->chunk->lane], next);
+		break;
+	}
+}
+
+/*
+ * item_end
+ *		The end of an event's turn: for a delivery row, a result to record;
+ *		for an event of a chunk, its result in the chunk (and the next event
+ *		of its aggregate may go).  Frees the item.
+ */
+static void
+item_end(DItem *it, ItemEnd end, long status, const char *error,
+		 const char *excerpt, TimestampTz at, TimestampTz retry_at)
+{
+	Chunk	   *c = it->chunk;
+
+	if (c == NULL)
+	{
+		if (end == END_OK)
+			add_ok(it, status, at);
+		else if (end == END_HELD)
+			add_release(it);
+		else
+			add_fail(it, status, error, excerpt, at,
+					 end == END_DEAD ? DT_NOEND : retry_at);
+		free_item(it);
+		return;
+	}
+	else
+	{
+		ChunkResult *r = &c->res[it->idx];
+		MemoryContext old = MemoryContextSwitchTo(DeliverContext);
+
+		Assert(r->end == END_NONE);
+		r->end = end;
+		r->status = (int32) status;
+		r->at = at;
+		r->retry_at = retry_at;
+		r->error = error && error[0] ? pstrdup(error) : NULL;
+		r->excerpt = excerpt && excerpt[0] ? pstrdup(excerpt) : NULL;
+		MemoryContextSwitchTo(old);
+		if (--c->open == 0)
+			nchunks_complete++;
+		/* the aggregate's queued or in-flight event: the next may go */
+		if (it->agg != NULL && it->agg_busy)
+			agg_after(it->agg, end);
+		free_item(it);
 	}
 }
 
@@ -1274,7 +1479,7 @@ claim_room(Endpoint *ep, int lane)
 		return 1;
 	}
 	return claim_target(ep, lane) - queue_len(&ep->queue[lane]) -
-		ep->active_items[lane];
+		ep->active_items[lane] - ep->held_items[lane];
 }
 
 /*
@@ -1477,7 +1682,13 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 			 "         WHERE p.endpoint_id = q.endpoint_id" \
 			 "           AND p.aggregate_type = q.aggregate_type" \
 			 "           AND p.aggregate_id = q.aggregate_id" \
-			 "           AND p.aggregate_seq < q.aggregate_seq))" \
+			 "           AND p.aggregate_seq < q.aggregate_seq)" \
+			 "      AND NOT EXISTS (" \
+			 "        SELECT 1 FROM odoo_sync.delivery_chunk c" \
+			 "         WHERE c.endpoint_id = q.endpoint_id" \
+			 "           AND q.aggregate_type = ANY (c.agg_types)" \
+			 "           AND c.first_seq < (SELECT e.seq FROM odoo_sync.event e" \
+			 "                              WHERE e.id = q.event_id)))" \
 			 "    ORDER BY (q.id + 0) LIMIT x.lim" \
 			 "    FOR UPDATE OF q SKIP LOCKED) q" \
 			 "  WHERE x.lane = '" L "'"
@@ -1602,6 +1813,445 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 }
 
 /*
+ * record_chunks
+ *		Records the chunks whose events have all ended their first turn:
+ *		deletes them (only those still leased by this worker: a chunk that
+ *		cancel_deliveries() took is not recorded), writes the history of the
+ *		delivered ones, the dead letters, and a delivery row for each event
+ *		to retry or held behind an earlier one (with its delivery id, so that
+ *		it keeps one id from the fan-out to its end).
+ */
+static SPIPlanPtr plan_chunk_delete = NULL;
+static SPIPlanPtr plan_chunk_ok = NULL;
+static SPIPlanPtr plan_chunk_rest = NULL;
+
+static void
+record_chunks(void)
+{
+	Chunk	  **prev;
+	Chunk	   *c;
+	int			ndone = 0;
+	Datum	   *done_ids;
+	int64	   *kept;
+	int			nkept = 0;
+	int			n_ok = 0,
+				n_rest = 0,
+				cap = 0;
+	Datum	   *ok_id, *ok_ep, *ok_ev, *ok_lane, *ok_st, *ok_eat, *ok_cat, *ok_fin;
+	Datum	   *r_id, *r_ep, *r_ev, *r_lane, *r_kind, *r_att, *r_st, *r_er,
+			   *r_ex, *r_at, *r_retry, *r_ord, *r_cat;
+
+	if (nchunks_complete == 0)
+		return;
+	done_ids = palloc(sizeof(Datum) * nchunks_complete);
+	for (c = chunks; c; c = c->next)
+		if (c->open == 0)
+		{
+			done_ids[ndone++] = Int64GetDatum(c->id);
+			cap += c->n;
+		}
+	Assert(ndone == nchunks_complete);
+	{
+		Oid			types[2] = {INT8ARRAYOID, INT4OID};
+		Datum		values[2];
+
+		values[0] = PointerGetDatum(make_array(done_ids, ndone, INT8OID));
+		values[1] = Int32GetDatum(MyProcPid);
+		run_plan(&plan_chunk_delete,
+				 "DELETE FROM odoo_sync.delivery_chunk"
+				 " WHERE id = ANY ($1) AND leased_by = $2 RETURNING id",
+				 2, types, values, SPI_OK_DELETE_RETURNING);
+		kept = palloc(sizeof(int64) * (SPI_processed + 1));
+		for (uint64 r = 0; r < SPI_processed; r++)
+			kept[nkept++] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+														SPI_tuptable->tupdesc, 1,
+														&(bool){false}));
+	}
+
+#define ARR(x) x = palloc(sizeof(Datum) * Max(cap, 1))
+	ARR(ok_id); ARR(ok_ep); ARR(ok_ev); ARR(ok_lane); ARR(ok_st); ARR(ok_eat);
+	ARR(ok_cat); ARR(ok_fin);
+	ARR(r_id); ARR(r_ep); ARR(r_ev); ARR(r_lane); ARR(r_kind); ARR(r_att);
+	ARR(r_st); ARR(r_er); ARR(r_ex); ARR(r_at); ARR(r_retry); ARR(r_ord); ARR(r_cat);
+#undef ARR
+
+	prev = &chunks;
+	while ((c = *prev) != NULL)
+	{
+		bool		mine = false;
+
+		if (c->open > 0)
+		{
+			prev = &c->next;
+			continue;
+		}
+		for (int k = 0; k < nkept; k++)
+			if (kept[k] == c->id)
+				mine = true;
+		for (int i = 0; i < c->n; i++)
+		{
+			ChunkResult *r = &c->res[i];
+
+			if (c->aggs[i] != NULL)
+			{
+				AggEntry   *a = c->aggs[i];
+
+				if (--a->refs == 0)
+				{
+					Assert(a->held_head == NULL);
+					hash_search(agg_table, a->key, HASH_REMOVE, NULL);
+				}
+			}
+			if (mine && r->end == END_OK)
+			{
+				ok_id[n_ok] = Int64GetDatum(c->ids[i]);
+				ok_ep[n_ok] = Int32GetDatum(c->ep->id);
+				ok_ev[n_ok] = text_datum(c->event_ids[i]);
+				ok_lane[n_ok] = text_datum(lane_names[c->lane]);
+				ok_st[n_ok] = Int32GetDatum(r->status);
+				ok_eat[n_ok] = TimestampTzGetDatum(c->event_at[i]);
+				ok_cat[n_ok] = TimestampTzGetDatum(c->created_at);
+				ok_fin[n_ok] = TimestampTzGetDatum(r->at);
+				n_ok++;
+			}
+			else if (mine)
+			{
+				r_id[n_rest] = Int64GetDatum(c->ids[i]);
+				r_ep[n_rest] = Int32GetDatum(c->ep->id);
+				r_ev[n_rest] = text_datum(c->event_ids[i]);
+				r_lane[n_rest] = text_datum(lane_names[c->lane]);
+				r_kind[n_rest] = text_datum(r->end == END_DEAD ? "dead" :
+											r->end == END_RETRY ? "retry" : "held");
+				r_att[n_rest] = Int32GetDatum(r->sent ? 1 : 0);
+				r_st[n_rest] = Int32GetDatum(r->status);
+				r_er[n_rest] = text_datum(r->error ? r->error : "");
+				r_ex[n_rest] = text_datum(r->excerpt ? r->excerpt : "");
+				r_at[n_rest] = TimestampTzGetDatum(r->at);
+				r_retry[n_rest] = TimestampTzGetDatum(r->end == END_RETRY ? r->retry_at : r->at);
+				r_ord[n_rest] = BoolGetDatum(c->ordered);
+				r_cat[n_rest] = TimestampTzGetDatum(c->created_at);
+				n_rest++;
+				if (r->end == END_HELD || r->end == END_RETRY)
+				{
+					/* rows to claim: now, or when the retry is due */
+					if (r->end == END_HELD)
+						c->ep->want_claim[c->lane] = true;
+				}
+			}
+			if (r->error)
+				pfree(r->error);
+			if (r->excerpt)
+				pfree(r->excerpt);
+		}
+		*prev = c->next;
+		pfree(c->ids);
+		pfree(c->event_ids);
+		pfree(c->event_at);
+		pfree(c->aggs);
+		pfree(c->res);
+		pfree(c);
+	}
+	nchunks_complete = 0;
+
+	if (n_ok > 0)
+	{
+		Oid			types[8] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		INT4ARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
+		Datum		values[8];
+
+		values[0] = PointerGetDatum(make_array(ok_id, n_ok, INT8OID));
+		values[1] = PointerGetDatum(make_array(ok_ep, n_ok, INT4OID));
+		values[2] = PointerGetDatum(make_array(ok_ev, n_ok, TEXTOID));
+		values[3] = PointerGetDatum(make_array(ok_lane, n_ok, TEXTOID));
+		values[4] = PointerGetDatum(make_array(ok_st, n_ok, INT4OID));
+		values[5] = PointerGetDatum(make_array(ok_eat, n_ok, TIMESTAMPTZOID));
+		values[6] = PointerGetDatum(make_array(ok_cat, n_ok, TIMESTAMPTZOID));
+		values[7] = PointerGetDatum(make_array(ok_fin, n_ok, TIMESTAMPTZOID));
+		run_plan(&plan_chunk_ok,
+				 "INSERT INTO odoo_sync.delivery_done"
+				 " (id, endpoint_id, event_id, state, lane, attempts, status,"
+				 "  event_at, created_at, finished_at)"
+				 " SELECT u.id, u.ep, u.ev::uuid, 'delivered', u.lane, 1, u.st,"
+				 "        u.eat, u.cat, u.fin"
+				 "   FROM unnest($1, $2, $3, $4, $5, $6, $7, $8)"
+				 "        AS u(id, ep, ev, lane, st, eat, cat, fin)",
+				 8, types, values, SPI_OK_INSERT);
+	}
+	if (n_rest > 0)
+	{
+		Oid			types[13] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+			TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, BOOLARRAYOID, TIMESTAMPTZARRAYOID};
+		Datum		values[13];
+
+		values[0] = PointerGetDatum(make_array(r_id, n_rest, INT8OID));
+		values[1] = PointerGetDatum(make_array(r_ep, n_rest, INT4OID));
+		values[2] = PointerGetDatum(make_array(r_ev, n_rest, TEXTOID));
+		values[3] = PointerGetDatum(make_array(r_lane, n_rest, TEXTOID));
+		values[4] = PointerGetDatum(make_array(r_kind, n_rest, TEXTOID));
+		values[5] = PointerGetDatum(make_array(r_att, n_rest, INT4OID));
+		values[6] = PointerGetDatum(make_array(r_st, n_rest, INT4OID));
+		values[7] = PointerGetDatum(make_array(r_er, n_rest, TEXTOID));
+		values[8] = PointerGetDatum(make_array(r_ex, n_rest, TEXTOID));
+		values[9] = PointerGetDatum(make_array(r_at, n_rest, TIMESTAMPTZOID));
+		values[10] = PointerGetDatum(make_array(r_retry, n_rest, TIMESTAMPTZOID));
+		values[11] = PointerGetDatum(make_array(r_ord, n_rest, BOOLOID));
+		values[12] = PointerGetDatum(make_array(r_cat, n_rest, TIMESTAMPTZOID));
+
+		/*
+		 * A dead one: its dead letter and its attempt.  One to retry: its
+		 * attempt and a delivery row due then.  A held one: a delivery row
+		 * due now (its ordering is the row queue's from then on).
+		 */
+		run_plan(&plan_chunk_rest,
+				 "WITH u AS (SELECT u.id, u.ep, u.ev::uuid AS ev, u.lane, u.kind, u.att,"
+				 "     nullif(u.st, 0) AS st, nullif(u.er, '') AS er, nullif(u.ex, '') AS ex,"
+				 "     u.at, u.retry, u.ord, u.cat"
+				 "     FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+				 "       AS u(id, ep, ev, lane, kind, att, st, er, ex, at, retry, ord, cat)),"
+				 " a AS (INSERT INTO odoo_sync.delivery_attempt"
+				 "   SELECT u.id, u.ep, u.ev, u.att, u.st, u.er, u.at,"
+				 "          CASE WHEN u.kind = 'retry' THEN u.retry END"
+				 "     FROM u WHERE u.kind IN ('dead', 'retry')),"
+				 " d AS (INSERT INTO odoo_sync.delivery_done"
+				 "   (id, endpoint_id, event_id, state, lane, attempts, status, error,"
+				 "    response_excerpt, event_at, created_at, finished_at)"
+				 "   SELECT u.id, u.ep, u.ev, 'dead', u.lane, u.att, u.st, u.er, u.ex,"
+				 "          coalesce(e.commit_time, e.captured_at, u.cat), u.cat, u.at"
+				 "     FROM u LEFT JOIN odoo_sync.event e ON e.id = u.ev"
+				 "    WHERE u.kind = 'dead')"
+				 " INSERT INTO odoo_sync.delivery"
+				 "   (id, endpoint_id, event_id, aggregate_type, aggregate_id, aggregate_seq,"
+				 "    lane, ordered, event_at, created_at, next_at, attempts, last_status,"
+				 "    last_error)"
+				 " OVERRIDING SYSTEM VALUE"
+				 " SELECT u.id, u.ep, u.ev, e.aggregate_type, e.aggregate_id, e.aggregate_seq,"
+				 "        u.lane, u.ord, coalesce(e.commit_time, e.captured_at), u.cat,"
+				 "        u.retry, u.att, u.st, u.er"
+				 "   FROM u JOIN odoo_sync.event e ON e.id = u.ev"
+				 "  WHERE u.kind IN ('retry', 'held')",
+				 13, types, values, SPI_OK_INSERT);
+	}
+}
+
+/*
+ * claim_chunks
+ *		Claims chunks for (endpoint, lane) pairs, oldest first, as many as
+ *		fit in each pair's limit (at least one), and queues their events:
+ *		an ordered one behind an earlier event of its aggregate in memory,
+ *		or held (written as a row when its chunk is recorded) when its
+ *		aggregate has an earlier delivery row or is poisoned.  A chunk is
+ *		not claimed while an older chunk of the other lane with events of
+ *		the same aggregate types is not recorded (per aggregate order
+ *		across lanes).  got[i] += events claimed; more[i]: chunks were left.
+ */
+static SPIPlanPtr plan_chunk_claim = NULL;
+static SPIPlanPtr plan_chunk_lease = NULL;
+static SPIPlanPtr plan_chunk_events = NULL;
+
+static void
+claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *more)
+{
+	Oid			types[4] = {INT4ARRAYOID, TEXTARRAYOID, INT4OID, INT4OID};
+	Datum		values[4];
+	Datum	   *d_ep = palloc(sizeof(Datum) * n);
+	Datum	   *d_lane = palloc(sizeof(Datum) * n);
+	Datum	   *chosen;
+	Datum	   *leases;
+	int			nchosen = 0;
+	int		   *sum = palloc0(sizeof(int) * n);
+	uint64		rows;
+
+	for (int i = 0; i < n; i++)
+	{
+		d_ep[i] = Int32GetDatum(eps[i]->id);
+		d_lane[i] = text_datum(lane_names[lanes[i]]);
+		more[i] = false;
+	}
+	values[0] = PointerGetDatum(make_array(d_ep, n, INT4OID));
+	values[1] = PointerGetDatum(make_array(d_lane, n, TEXTOID));
+	values[2] = Int32GetDatum(CHUNK_CLAIM);
+	/* never a chunk this worker still has (its lease ran out meanwhile) */
+	values[3] = Int32GetDatum(MyProcPid);
+	run_plan(&plan_chunk_claim,
+			 "WITH x AS (SELECT * FROM unnest($1, $2) AS x(ep, lane))"
+			 " SELECT c.id, c.endpoint_id, c.lane, c.n FROM x CROSS JOIN LATERAL ("
+			 "   SELECT c.id, c.endpoint_id, c.lane, c.n FROM odoo_sync.delivery_chunk c"
+			 "    WHERE c.endpoint_id = x.ep AND c.lane = x.lane AND c.next_at <= now()"
+			 "      AND c.leased_by IS DISTINCT FROM $4"
+			 "      AND (NOT c.ordered OR NOT EXISTS (SELECT 1 FROM odoo_sync.delivery_chunk o"
+			 "           WHERE o.endpoint_id = c.endpoint_id AND o.lane <> c.lane"
+			 "             AND o.id < c.id AND o.agg_types && c.agg_types))"
+			 "    ORDER BY c.id LIMIT $3"
+			 "    FOR UPDATE OF c SKIP LOCKED) c"
+			 " ORDER BY c.id",
+			 4, types, values, SPI_OK_SELECT);
+	rows = SPI_processed;
+	if (rows == 0)
+		return;
+	chosen = palloc(sizeof(Datum) * rows);
+	leases = palloc(sizeof(Datum) * rows);
+	for (uint64 r = 0; r < rows; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		int			epid = DatumGetInt32(SPI_getbinval(tup, td, 2, &(bool){false}));
+		int			lane = strcmp(SPI_getvalue(tup, td, 3), "bulk") == 0 ? LANE_BULK : LANE_CRITICAL;
+		int			cn = DatumGetInt32(SPI_getbinval(tup, td, 4, &(bool){false}));
+
+		for (int i = 0; i < n; i++)
+			if (eps[i]->id == epid && lanes[i] == lane)
+			{
+				/* whole chunks within the limit, and at least one */
+				if (sum[i] > 0 && sum[i] + cn > limits[i])
+				{
+					more[i] = true;
+					break;
+				}
+				sum[i] += cn;
+				got[i] += cn;
+				chosen[nchosen] = SPI_getbinval(tup, td, 1, &(bool){false});
+				/* every event may take a whole request of the endpoint's */
+				leases[nchosen] = Int64GetDatum(((int64) cn / Max(1, lane_cap(eps[i], lane)) + 1) *
+												(eps[i]->timeout_ms + eps[i]->connect_ms) +
+												deliver_lease_margin);
+				nchosen++;
+				break;
+			}
+	}
+	if (nchosen == 0)
+		return;
+	{
+		Oid			ltypes[3] = {INT8ARRAYOID, INT8ARRAYOID, INT4OID};
+		Datum		lvalues[3];
+
+		lvalues[0] = PointerGetDatum(make_array(chosen, nchosen, INT8OID));
+		lvalues[1] = PointerGetDatum(make_array(leases, nchosen, INT8OID));
+		lvalues[2] = Int32GetDatum(MyProcPid);
+		run_plan(&plan_chunk_lease,
+				 "UPDATE odoo_sync.delivery_chunk c"
+				 "   SET leased_by = $3, next_at = now() + u.lease * interval '1 millisecond'"
+				 "  FROM unnest($1, $2) AS u(id, lease) WHERE c.id = u.id",
+				 3, ltypes, lvalues, SPI_OK_UPDATE);
+		if (SPI_processed != (uint64) nchosen)
+			elog(ERROR, "the chunk lease updated " UINT64_FORMAT " of %d chunks",
+				 SPI_processed, nchosen);
+
+		/*
+		 * The events, in chunk and capture order, with the CloudEvent
+		 * columns where build_cloudevent() reads them (8 to 16).
+		 */
+		run_plan(&plan_chunk_events,
+				 "SELECT c.id, u.ord::int4, u.id, c.created_at,"
+				 "       c.ordered AND e.id IS NOT NULL AND EXISTS ("
+				 "         SELECT 1 FROM odoo_sync.delivery p"
+				 "          WHERE p.endpoint_id = c.endpoint_id"
+				 "            AND p.aggregate_type = e.aggregate_type"
+				 "            AND p.aggregate_id = e.aggregate_id"
+				 "            AND p.aggregate_seq < e.aggregate_seq),"
+				 "       u.event_id::text,"
+				 "       e.id IS NOT NULL, e.source, e.type, e.aggregate_type, e.aggregate_id,"
+				 "       coalesce(e.commit_time, e.captured_at), e.aggregate_seq,"
+				 "       e.correlation_id, e.lane, e.payload::text,"
+				 "       c.n, c.ordered, c.endpoint_id, c.lane"
+				 "  FROM odoo_sync.delivery_chunk c"
+				 " CROSS JOIN LATERAL unnest(c.ids, c.event_ids) WITH ORDINALITY"
+				 "       AS u(id, event_id, ord)"
+				 "  LEFT JOIN odoo_sync.event e ON e.id = u.event_id"
+				 " WHERE c.id = ANY ($1)"
+				 " ORDER BY c.id, u.ord",
+				 1, ltypes, lvalues, SPI_OK_SELECT);
+	}
+	rows = SPI_processed;
+	{
+		Chunk	   *c = NULL;
+
+		for (uint64 r = 0; r < rows; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	td = SPI_tuptable->tupdesc;
+			bool		isnull;
+			int64		cid = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
+			int			idx = DatumGetInt32(SPI_getbinval(tup, td, 2, &isnull)) - 1;
+			bool		held = DatumGetBool(SPI_getbinval(tup, td, 5, &isnull));
+			bool		exists = DatumGetBool(SPI_getbinval(tup, td, 7, &isnull));
+			DItem	   *it;
+
+			if (c == NULL || c->id != cid)
+			{
+				int			cn = DatumGetInt32(SPI_getbinval(tup, td, 17, &isnull));
+				int			epid = DatumGetInt32(SPI_getbinval(tup, td, 19, &isnull));
+				MemoryContext old = MemoryContextSwitchTo(DeliverContext);
+
+				c = palloc0(sizeof(Chunk));
+				c->id = cid;
+				c->ep = find_endpoint(epid);
+				if (c->ep == NULL)
+					elog(ERROR, "claimed a chunk of endpoint %d that is not loaded", epid);
+				c->lane = strcmp(SPI_getvalue(tup, td, 20), "bulk") == 0 ? LANE_BULK : LANE_CRITICAL;
+				c->ordered = DatumGetBool(SPI_getbinval(tup, td, 18, &isnull));
+				c->n = cn;
+				c->open = cn;
+				c->created_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 4, &isnull));
+				c->ids = palloc0(sizeof(int64) * cn);
+				c->event_ids = palloc0(40 * cn);
+				c->event_at = palloc0(sizeof(TimestampTz) * cn);
+				c->aggs = palloc0(sizeof(AggEntry *) * cn);
+				c->res = palloc0(sizeof(ChunkResult) * cn);
+				c->next = chunks;
+				chunks = c;
+				MemoryContextSwitchTo(old);
+			}
+			if (idx < 0 || idx >= c->n)
+				elog(ERROR, "chunk " INT64_FORMAT " has no event %d", cid, idx + 1);
+			c->ids[idx] = DatumGetInt64(SPI_getbinval(tup, td, 3, &isnull));
+			strlcpy(c->event_ids[idx], SPI_getvalue(tup, td, 6), 40);
+			c->event_at[idx] = exists ?
+				DatumGetTimestampTz(SPI_getbinval(tup, td, 12, &isnull)) : c->created_at;
+
+			it = MemoryContextAllocZero(DeliverContext, sizeof(DItem));
+			it->id = c->ids[idx];
+			it->attempts = 1;
+			it->created_at = c->created_at;
+			strlcpy(it->event_id, c->event_ids[idx], sizeof(it->event_id));
+			it->chunk = c;
+			it->idx = idx;
+			if (exists)
+				build_cloudevent(it, tup, td);
+			if (c->ordered && exists)
+			{
+				AggEntry   *a = agg_enter(c->ep, SPI_getvalue(tup, td, 10),
+										  SPI_getvalue(tup, td, 11));
+
+				c->aggs[idx] = a;
+				it->agg = a;
+				if (held)
+					a->poisoned = true;
+				if (a->poisoned)
+					item_end(it, END_HELD, 0, NULL, NULL, GetCurrentTimestamp(), 0);
+				else if (a->busy)
+				{
+					if (a->held_tail)
+						a->held_tail->next_held = it;
+					else
+						a->held_head = it;
+					a->held_tail = it;
+					c->ep->held_items[c->lane]++;
+				}
+				else
+				{
+					a->busy = true;
+					it->agg_busy = true;
+					queue_push(&c->ep->queue[c->lane], it);
+				}
+			}
+			else
+				queue_push(&c->ep->queue[c->lane], it);
+		}
+	}
+}
+
+/*
  * db_turn
  *		One short transaction: record results, persist breaker states, claim.
  *		Returns false when the extension is gone.
@@ -1625,6 +2275,7 @@ db_turn(TimestampTz now, bool reload)
 
 	if (reload)
 		load_endpoints(endpoints_loaded_at == 0);
+	record_chunks();
 	record_results();
 	/* successors of what was just recorded may be claimable now */
 	for (int i = 0; i < nendpoints; i++)
@@ -1643,6 +2294,7 @@ db_turn(TimestampTz now, bool reload)
 		int		   *lanes = palloc(sizeof(int) * max);
 		int		   *limits = palloc(sizeof(int) * max);
 		int		   *got = palloc(sizeof(int) * max);
+		bool	   *more = palloc0(sizeof(bool) * max);
 
 		for (int lane = my_lane; lane == my_lane; lane++)
 			for (int i = 0; i < nendpoints; i++)
@@ -1664,7 +2316,34 @@ db_turn(TimestampTz now, bool reload)
 				n++;
 			}
 		if (n > 0)
+		{
+			int		   *left = palloc(sizeof(int) * n);
+			Endpoint  **ceps = palloc(sizeof(Endpoint *) * n);
+			int		   *clanes = palloc(sizeof(int) * n);
+			int		   *cgot = palloc0(sizeof(int) * n);
+			bool	   *cmore = palloc0(sizeof(bool) * n);
+			int			m = 0;
+
 			claim_many(n, eps, lanes, limits, got);
+			/* new deliveries (chunks) in the room the rows left */
+			for (int i = 0; i < n; i++)
+				if (limits[i] > got[i])
+				{
+					ceps[m] = eps[i];
+					clanes[m] = lanes[i];
+					left[m] = limits[i] - got[i];
+					m++;
+				}
+			if (m > 0)
+				claim_chunks(m, ceps, clanes, left, cgot, cmore);
+			for (int j = 0; j < m; j++)
+				for (int i = 0; i < n; i++)
+					if (eps[i] == ceps[j] && lanes[i] == clanes[j])
+					{
+						got[i] += cgot[j];
+						more[i] = cmore[j];
+					}
+		}
 		for (int i = 0; i < n; i++)
 		{
 			Endpoint   *ep = eps[i];
@@ -1675,7 +2354,7 @@ db_turn(TimestampTz now, bool reload)
 			 * those this worker rescheduled (next_due tracks them) or those
 			 * of a previous worker (the periodic sweep finds them).
 			 */
-			ep->want_claim[lane] = (got[i] == limits[i]);
+			ep->want_claim[lane] = (got[i] >= limits[i]) || more[i];
 			if (ep->next_due[lane] != 0 && ep->next_due[lane] <= now)
 				due_pop(ep, lane, now);
 		}
@@ -1834,8 +2513,7 @@ start_send(Endpoint *ep, int lane, TimestampTz now, bool probe)
 		if (it->json == NULL)
 		{
 			/* the event was purged: nothing to send */
-			add_fail(it, 0, "event no longer exists", NULL, now, DT_NOEND);
-			free_item(it);
+			item_end(it, END_DEAD, 0, "event no longer exists", NULL, now, DT_NOEND);
 			continue;
 		}
 		if (now > it->created_at + ep->max_age_ms * 1000)
@@ -1844,9 +2522,8 @@ start_send(Endpoint *ep, int lane, TimestampTz now, bool probe)
 			char	   *why = psprintf("older than max_age (%s) when its turn came; not sent",
 									   ep->max_age_text);
 
-			add_fail(it, 0, why, NULL, now, DT_NOEND);
+			item_end(it, END_DEAD, 0, why, NULL, now, DT_NOEND);
 			pfree(why);
-			free_item(it);
 			continue;
 		}
 		s->items[s->nitems++] = it;
@@ -2092,8 +2769,10 @@ finish_send(Send *s)
 	{
 		DItem	   *it = s->items[i];
 
+		if (it->chunk)
+			it->chunk->res[it->idx].sent = true;
 		if (ok)
-			add_ok(it, req->status, now);
+			item_end(it, END_OK, req->status, NULL, NULL, now, 0);
 		else
 		{
 			TimestampTz retry_at = DT_NOEND;
@@ -2108,11 +2787,11 @@ finish_send(Send *s)
 				if (retry_at > it->created_at + ep->max_age_ms * 1000)
 					retry_at = DT_NOEND;
 			}
-			add_fail(it, req->status, errbuf, excerpt, now, retry_at);
 			if (retry_at != DT_NOEND)
 				due_push(ep, s->lane, retry_at);
+			item_end(it, retry_at == DT_NOEND ? END_DEAD : END_RETRY,
+					 req->status, errbuf, excerpt, now, retry_at);
 		}
-		free_item(it);
 	}
 	if (excerpt)
 		pfree(excerpt);
@@ -2162,7 +2841,8 @@ compute_timeout(TimestampTz now)
 static bool
 have_results(void)
 {
-	return results.n_ok > 0 || results.n_fail > 0 || results.n_rel > 0;
+	return results.n_ok > 0 || results.n_fail > 0 || results.n_rel > 0 ||
+		nchunks_complete > 0;
 }
 
 static TimestampTz first_result_at = 0;
@@ -2181,7 +2861,7 @@ results_due(TimestampTz now)
 	if (first_result_at == 0)
 		first_result_at = now;
 	return results.n_ok + results.n_fail >= RESULT_BATCH ||
-		results.n_rel > 0 ||
+		results.n_rel > 0 || nchunks_complete > 0 ||
 		now - first_result_at >= RESULT_DELAY_US ||
 		http_running() == 0;
 }
@@ -2236,6 +2916,17 @@ release_leases_at_start(void)
 				(errmsg("deliver worker takes back " UINT64_FORMAT " deliveries left in flight",
 						SPI_processed),
 				 errdetail("Lane %s.", lane_names[my_lane])));
+	rc = SPI_execute(psprintf("UPDATE odoo_sync.delivery_chunk SET next_at = now(), leased_by = NULL"
+							  " WHERE leased_by IS NOT NULL AND lane = '%s'",
+							  lane_names[my_lane]), false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "could not release the chunks of a previous deliver worker");
+	if (SPI_processed > 0)
+		ereport(LOG,
+				(errmsg("deliver worker takes back " UINT64_FORMAT " chunks of deliveries left in flight",
+						SPI_processed),
+				 errdetail("Lane %s; their events are sent again (same webhook-id).",
+						   lane_names[my_lane])));
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();

@@ -129,8 +129,7 @@ insert_events() {
 drain() {
 	local t0 t1
 	t0=$(date +%s.%N)
-	while [ "$(psql_ -c "SELECT count(*) FROM odoo_sync.delivery d JOIN odoo_sync.endpoint e
-		ON e.id = d.endpoint_id WHERE e.name = '$1'")" != 0 ]; do
+	while [ "$(psql_ -c "SELECT backlog FROM odoo_sync.endpoint_status WHERE name = '$1'")" != 0 ]; do
 		sleep 0.2
 	done
 	t1=$(date +%s.%N)
@@ -248,8 +247,8 @@ psql_ -c "INSERT INTO lanes_phase VALUES ('flood', clock_timestamp())"
 cpu_snapshot >"$work/cpu0"
 as_pg pgbench -n -h 127.0.0.1 -p "$pgport" -U postgres -c 2 -j 1 -R 100 -T 3 -f "$work/lanes.sql" postgres >/dev/null 2>&1
 cpu_snapshot >"$work/cpu1"
-left=$(psql_ -c "SELECT count(*) FROM odoo_sync.delivery d JOIN odoo_sync.endpoint e ON e.id = d.endpoint_id
-	WHERE e.name = 'lanes' AND d.lane = 'bulk'")
+left=$(psql_ -c "SELECT count(*) FROM odoo_sync.deliveries
+	WHERE endpoint = 'lanes' AND lane = 'bulk' AND state IN ('pending', 'in_flight')")
 drain lanes >/dev/null
 psql_ -c "CREATE TABLE lanes_log (msec numeric, id uuid)"
 awk '{print $1 "\t" $2}' "$work/nginx/lanes.log" | psql_ -c "COPY lanes_log FROM STDIN"

@@ -6,10 +6,16 @@
 --   _endpoint_secret  the signing secret, readable by the extension owner only
 --   endpoint_state    circuit breaker state, written by the deliver worker
 --   subscription      event type patterns and lanes routed to an endpoint
---   delivery          pending and in-flight deliveries (the hot queue: rows
---                     are inserted by the fan-out trigger, claimed, and
---                     deleted once delivered or dead, so the queue stays
---                     small and SKIP LOCKED scans stay short)
+--   delivery_chunk    new deliveries, up to 256 events of one endpoint and
+--                     lane per row, as the fan-out trigger writes them: a
+--                     worker claims a chunk, sends its events and, when
+--                     every one has had its first answer, deletes it and
+--                     writes their history (or a delivery row each for the
+--                     events that must wait or be retried)
+--   delivery          pending and in-flight deliveries one by one: retries,
+--                     events waiting behind an earlier one of their
+--                     aggregate, and what operators queue again (claimed,
+--                     and deleted once delivered or dead)
 --   delivery_done     finished deliveries (delivered or dead), insert-only
 --   delivery_attempt  failed attempts (status, error, when), insert-only
 --   delivery_request  operator requests (redeliver, replay, retry_dead):
@@ -161,6 +167,31 @@ CREATE INDEX delivery_aggregate_idx
 	ON @extschema@.delivery (endpoint_id, aggregate_type, aggregate_id, aggregate_seq);
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.delivery', '');
 
+CREATE TABLE @extschema@.delivery_chunk (
+	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	endpoint_id		integer NOT NULL,
+	lane			text NOT NULL,
+	ordered			boolean NOT NULL,
+	first_seq		bigint NOT NULL,
+	n				integer NOT NULL,
+	agg_types		text[] NOT NULL,
+	ids				bigint[] NOT NULL,
+	event_ids		uuid[] NOT NULL,
+	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	next_at			timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	leased_by		integer
+);
+COMMENT ON TABLE @extschema@.delivery_chunk IS
+	'New deliveries, up to 256 events of one endpoint and lane per row in capture order (ids[i] is the delivery id of event_ids[i]); a deliver worker claims the row, sends the events, and replaces it by their history or by one delivery row each for those that must wait or be retried.';
+COMMENT ON COLUMN @extschema@.delivery_chunk.agg_types IS 'Aggregate types of its events: a delivery of another chunk or a retry of one of these types waits for this chunk when it is older.';
+COMMENT ON COLUMN @extschema@.delivery_chunk.first_seq IS 'Capture order (event.seq) of its first event.';
+ALTER TABLE @extschema@.delivery_chunk SET (fillfactor = 70,
+	autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 500,
+	autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 500,
+	autovacuum_vacuum_cost_delay = 0);
+CREATE INDEX delivery_chunk_claim_idx ON @extschema@.delivery_chunk (endpoint_id, lane, id);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.delivery_chunk', '');
+
 CREATE TABLE @extschema@.delivery_done (
 	id				bigint NOT NULL,	-- the delivery's id (no index: written once per event, looked up by event)
 	endpoint_id		integer NOT NULL,
@@ -248,7 +279,34 @@ AS $$
 DECLARE
 	v_critical boolean;
 	v_bulk boolean;
+	v_any boolean;
 BEGIN
+	-- chunks of up to 256 events per endpoint, lane and ordering, in
+	-- capture order, each event with its delivery id
+	INSERT INTO @extschema@.delivery_chunk
+		(endpoint_id, lane, ordered, first_seq, n, agg_types, ids, event_ids)
+	SELECT z.endpoint_id, z.lane, z.ordered, min(z.seq), count(*),
+		   array_agg(DISTINCT z.aggregate_type),
+		   array_agg(z.did ORDER BY z.seq), array_agg(z.id ORDER BY z.seq)
+	  FROM (SELECT m.*, nextval('@extschema@.delivery_id_seq') AS did,
+				   (row_number() OVER (PARTITION BY m.endpoint_id, m.lane, m.ordered
+									   ORDER BY m.seq) - 1) / 256 AS part
+			  FROM (SELECT s.endpoint_id, e.id, e.seq, e.lane, e.aggregate_type,
+						   bool_or(s.ordered) AS ordered
+					  FROM new_events e
+					  JOIN @extschema@.subscription s
+						ON s.enabled AND e.lane = ANY (s.lanes)
+					   AND e.type LIKE ANY (s.type_likes)
+					  JOIN @extschema@.endpoint ep
+						ON ep.id = s.endpoint_id AND ep.rate_limit IS NULL
+					 GROUP BY s.endpoint_id, e.id, e.seq, e.lane, e.aggregate_type) m
+			 ORDER BY m.seq) z
+	 GROUP BY z.endpoint_id, z.lane, z.ordered, z.part
+	 ORDER BY min(z.seq);
+	v_any := FOUND;
+	-- a rate-limited endpoint takes its events one by one: a chunk would
+	-- hold up to 256 of them (and their history) for minutes at a
+	-- partner's pace, and a crash would send them all again
 	INSERT INTO @extschema@.delivery
 		(endpoint_id, event_id, aggregate_type, aggregate_id, aggregate_seq,
 		 lane, ordered, event_at)
@@ -258,10 +316,13 @@ BEGIN
 	  JOIN @extschema@.subscription s
 		ON s.enabled AND e.lane = ANY (s.lanes)
 	   AND e.type LIKE ANY (s.type_likes)
+	  JOIN @extschema@.endpoint ep
+		ON ep.id = s.endpoint_id AND ep.rate_limit IS NOT NULL
 	 GROUP BY s.endpoint_id, e.id, e.aggregate_type, e.aggregate_id,
 			  e.aggregate_seq, e.lane, e.commit_time, e.captured_at, e.seq
 	 ORDER BY e.seq;
-	IF FOUND THEN
+	v_any := v_any OR FOUND;
+	IF v_any THEN
 		-- each lane has its own deliver worker: wake the ones with new work
 		-- (lanes of the new events; a lane no subscription took only costs
 		-- an idle turn)
@@ -278,7 +339,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION @extschema@._fan_out() IS
-	'Private: creates the deliveries of new events for every matching enabled subscription, in the inserting transaction, and wakes the deliver worker of each lane concerned at commit.';
+	'Private: creates the deliveries of new events (as chunks) for every matching enabled subscription, in the inserting transaction, and wakes the deliver worker of each lane concerned at commit.';
 -- a trigger needs no EXECUTE grant to fire; nobody is to call it otherwise
 REVOKE ALL ON FUNCTION @extschema@._fan_out() FROM PUBLIC;
 
@@ -582,7 +643,9 @@ DECLARE
 	eid integer := @extschema@._endpoint_id(endpoint);
 	n bigint;
 BEGIN
-	SELECT count(*) INTO n FROM @extschema@.delivery WHERE endpoint_id = eid;
+	SELECT count(*) + coalesce((SELECT sum(c.n) FROM @extschema@.delivery_chunk c
+								  WHERE c.endpoint_id = eid), 0)
+	  INTO n FROM @extschema@.delivery WHERE endpoint_id = eid;
 	IF n > 0 THEN
 		RAISE EXCEPTION 'endpoint "%" still has % pending deliveries', endpoint, n
 			USING ERRCODE = 'object_in_use',
@@ -605,6 +668,7 @@ AS $$
 DECLARE
 	eid integer := @extschema@._endpoint_id(endpoint);
 	n bigint;
+	m bigint;
 BEGIN
 	WITH d AS (
 		DELETE FROM @extschema@.delivery WHERE endpoint_id = eid RETURNING *
@@ -617,7 +681,22 @@ BEGIN
 		   pg_catalog.clock_timestamp(), d.request_id
 	  FROM d;
 	GET DIAGNOSTICS n = ROW_COUNT;
-	RETURN n;
+	-- chunks, in flight or not: a worker finishing one finds it gone and
+	-- records nothing of it
+	WITH c AS (
+		DELETE FROM @extschema@.delivery_chunk WHERE endpoint_id = eid RETURNING *
+	)
+	INSERT INTO @extschema@.delivery_done
+		(id, endpoint_id, event_id, state, lane, attempts, status, error,
+		 event_at, created_at, finished_at)
+	SELECT u.id, c.endpoint_id, u.event_id, 'dead', c.lane, 0, NULL,
+		   'cancelled by ' || session_user,
+		   coalesce(e.commit_time, e.captured_at, c.created_at), c.created_at,
+		   pg_catalog.clock_timestamp()
+	  FROM c CROSS JOIN LATERAL unnest(c.ids, c.event_ids) AS u(id, event_id)
+	  LEFT JOIN @extschema@.event e ON e.id = u.event_id;
+	GET DIAGNOSTICS m = ROW_COUNT;
+	RETURN n + m;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.cancel_deliveries(text) IS
@@ -721,6 +800,9 @@ BEGIN
 			 WHERE d.endpoint_id = p.ep AND d.aggregate_type = e.aggregate_type
 			   AND d.aggregate_id = e.aggregate_id AND d.aggregate_seq = e.aggregate_seq
 			   AND d.event_id = e.id)
+	   AND NOT EXISTS (
+			SELECT 1 FROM @extschema@.delivery_chunk c
+			 WHERE c.endpoint_id = p.ep AND e.id = ANY (c.event_ids))
 	 ORDER BY e.seq;
 	GET DIAGNOSTICS n = ROW_COUNT;
 	UPDATE @extschema@.delivery_request SET deliveries = n WHERE id = rid;
@@ -912,6 +994,20 @@ CREATE VIEW @extschema@.deliveries AS
 	  JOIN @extschema@.endpoint ep ON ep.id = d.endpoint_id
 	  LEFT JOIN @extschema@.event e ON e.id = d.event_id
 	UNION ALL
+	-- events of chunks: in flight while their chunk is leased, until its
+	-- history is written
+	SELECT u.id, ep.name, u.event_id, e.type, e.aggregate_type, e.aggregate_id,
+		   e.aggregate_seq, c.lane,
+		   CASE WHEN c.leased_by IS NOT NULL AND c.next_at > pg_catalog.now()
+				THEN 'in_flight' ELSE 'pending' END,
+		   CASE WHEN c.leased_by IS NOT NULL AND c.next_at > pg_catalog.now()
+				THEN 1 ELSE 0 END, NULL::integer, NULL::text, NULL::text,
+		   c.created_at, c.next_at, NULL::timestamptz, NULL::bigint
+	  FROM @extschema@.delivery_chunk c
+	  JOIN @extschema@.endpoint ep ON ep.id = c.endpoint_id
+	 CROSS JOIN LATERAL unnest(c.ids, c.event_ids) AS u(id, event_id)
+	  LEFT JOIN @extschema@.event e ON e.id = u.event_id
+	UNION ALL
 	SELECT d.id, ep.name, d.event_id, e.type, e.aggregate_type, e.aggregate_id,
 		   e.aggregate_seq, d.lane, d.state, d.attempts, d.status, d.error,
 		   d.response_excerpt, d.created_at, NULL, d.finished_at, d.request_id
@@ -938,7 +1034,8 @@ CREATE VIEW @extschema@.endpoint_status AS
 	SELECT ep.id, ep.name, ep.enabled,
 		   coalesce(st.circuit, 'closed') AS circuit,
 		   st.failures AS consecutive_failures,
-		   q.backlog, q.in_flight, q.oldest_pending_age,
+		   coalesce(q.backlog, 0) AS backlog, coalesce(q.in_flight, 0) AS in_flight,
+		   q.oldest_pending_age,
 		   h.delivered_5m, a.failed_attempts_5m, h.dead_5m,
 		   (SELECT count(*) FROM @extschema@.delivery_done x
 			 WHERE x.endpoint_id = ep.id AND x.state = 'dead' AND x.retried_by IS NULL) AS dead,
@@ -947,11 +1044,15 @@ CREATE VIEW @extschema@.endpoint_status AS
 	  FROM @extschema@.endpoint ep
 	  LEFT JOIN @extschema@.endpoint_state st ON st.endpoint_id = ep.id
 	  LEFT JOIN LATERAL (
-		SELECT count(*) AS backlog,
-			   count(*) FILTER (WHERE d.leased_by IS NOT NULL
-								AND d.next_at > pg_catalog.now()) AS in_flight,
-			   pg_catalog.now() - min(d.created_at) AS oldest_pending_age
-		  FROM @extschema@.delivery d WHERE d.endpoint_id = ep.id) q ON true
+		SELECT sum(x.n)::bigint AS backlog,
+			   sum(x.n) FILTER (WHERE x.leased_by IS NOT NULL
+								AND x.next_at > pg_catalog.now())::bigint AS in_flight,
+			   pg_catalog.now() - min(x.created_at) AS oldest_pending_age
+		  FROM (SELECT 1 AS n, d.leased_by, d.next_at, d.created_at
+				  FROM @extschema@.delivery d WHERE d.endpoint_id = ep.id
+				UNION ALL
+				SELECT c.n, c.leased_by, c.next_at, c.created_at
+				  FROM @extschema@.delivery_chunk c WHERE c.endpoint_id = ep.id) x) q ON true
 	  LEFT JOIN LATERAL (
 		SELECT count(*) FILTER (WHERE x.state = 'delivered') AS delivered_5m,
 			   count(*) FILTER (WHERE x.state = 'dead') AS dead_5m,
@@ -975,7 +1076,7 @@ COMMENT ON VIEW @extschema@.endpoint_status IS
 GRANT SELECT ON @extschema@.endpoint_status TO odoo_sync_reader;
 
 GRANT SELECT ON @extschema@.subscription, @extschema@.delivery,
-	@extschema@.delivery_done, @extschema@.delivery_attempt,
+	@extschema@.delivery_chunk, @extschema@.delivery_done, @extschema@.delivery_attempt,
 	@extschema@.delivery_request, @extschema@.endpoint_state TO odoo_sync_reader;
 GRANT SELECT (id, name, url, concurrency, batch_size, rate_limit, connect_timeout,
 	timeout, max_attempts, max_age, backoff_base, backoff_max, breaker_threshold,

@@ -157,18 +157,43 @@ is($st, 't', 'endpoint_status shows deliveries, latency and circuit');
 is(q1(q{SELECT dead || '|' || failed_attempts_5m FROM odoo_sync.endpoint_status WHERE name = 'nf'}), '1|1',
 	'endpoint_status counts dead letters and failed attempts');
 
+# --- one aggregate with a long backlog (600 ordered events of one shipment,
+# three chunks): sent strictly one after the other, in order, without the
+# claim walking the backlog for each event (it is sequenced in memory)
+q1(qq{
+	SELECT odoo_sync.create_endpoint('hot', 'http://127.0.0.1:$port/hot', concurrency => 4);
+	SELECT odoo_sync.subscribe('hot', '{hot.*}');
+});
+my $t_hot = Time::HiRes::time();
+events($node, n => 600, type => 'hot.step', aggregate => 'HOT1');
+ok(poll_for($node, 'postgres', q{SELECT count(*) FROM odoo_sync.deliveries
+	WHERE endpoint = 'hot' AND state = 'delivered'}, '600', 60), 'the 600 events delivered');
+diag(sprintf('600 events of one aggregate in %.1f s', Time::HiRes::time() - $t_hot));
+{
+	my ($prev, $bad, $n) = (0, 0, 0);
+	for my $r ($sink->requests(path => '/hot'))
+	{
+		my $ce = eval { $json->decode($r->{body}) } or next;
+		$n++;
+		$bad++ unless $ce->{sequence} == $prev + 1;
+		$prev = $ce->{sequence};
+	}
+	is("$n/$bad", '600/0', 'each sent once, each right after its predecessor');
+}
+
 # --- results recorded by id when the claimed row moved (VACUUM FULL while
 # the requests were in flight rewrote the queue: every ctid the lease wrote
-# is gone or another row's): one success, one failure
+# is gone or another row's): one success, one failure.  Rows one by one, as
+# redeliver() queues them (new events go in chunks).
 q1(qq{
 	SELECT odoo_sync.create_endpoint('mv', 'http://127.0.0.1:$port/mv', concurrency => 2,
 		backoff_base => '100 ms', backoff_max => '100 ms');
-	SELECT odoo_sync.subscribe('mv', '{moved.*}');
 });
 $sink->script('/mv', { status => 200, delay_ms => 1500 }, { status => 503, delay_ms => 1500 },
 	{ status => 200, repeat => 10 });
-events($node, n => 1, type => 'moved.ok', aggregate => 'MV1');
-events($node, n => 1, type => 'moved.fail', aggregate => 'MV2');
+my $mv1 = events($node, n => 1, type => 'moved.ok', aggregate => 'MV1');
+my $mv2 = events($node, n => 1, type => 'moved.fail', aggregate => 'MV2');
+q1(qq{SELECT odoo_sync.redeliver('$mv1', 'mv'), odoo_sync.redeliver('$mv2', 'mv')});
 ok(poll_for($node, 'postgres', q{SELECT count(*) FROM odoo_sync.deliveries
 	WHERE endpoint = 'mv' AND state = 'in_flight'}, '2', 10), 'both deliveries in flight');
 my $tids_before = q1(q{SELECT string_agg(ctid::text, ',' ORDER BY id) FROM odoo_sync.delivery
