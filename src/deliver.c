@@ -1482,6 +1482,16 @@ claim_room(Endpoint *ep, int lane)
 		ep->active_items[lane] - ep->held_items[lane];
 }
 
+/* a text column of an SPI result as a C string (NULL for SQL NULL) */
+static char *
+col_cstring(HeapTuple tup, TupleDesc td, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, td, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
 /*
  * build_cloudevent
  *		Writes the CloudEvents 1.0 JSON of a claimed event into it->json and
@@ -1496,7 +1506,7 @@ build_cloudevent(DItem *it, HeapTuple tup, TupleDesc td)
 {
 	StringInfoData b;
 	bool		isnull;
-	char	   *corr = SPI_getvalue(tup, td, 14);
+	char	   *corr = col_cstring(tup, td, 14);
 	char		trace[33];
 	char		parent[33];
 	char		buf[128];
@@ -1539,15 +1549,18 @@ build_cloudevent(DItem *it, HeapTuple tup, TupleDesc td)
 	appendStringInfoString(&b, "{\"specversion\":\"1.0\",\"id\":\"");
 	appendStringInfoString(&b, it->event_id);
 	appendStringInfoString(&b, "\",\"source\":");
-	escape_json(&b, SPI_getvalue(tup, td, 8));
+	escape_json(&b, col_cstring(tup, td, 8));
 	appendStringInfoString(&b, ",\"type\":");
-	escape_json(&b, SPI_getvalue(tup, td, 9));
+	escape_json(&b, col_cstring(tup, td, 9));
 	appendStringInfoString(&b, ",\"subject\":");
 	{
-		char	   *at = SPI_getvalue(tup, td, 10);
-		char	   *ai = SPI_getvalue(tup, td, 11);
-		char	   *subj = psprintf("%s/%s", at, ai);
+		char	   *at = col_cstring(tup, td, 10);
+		char	   *ai = col_cstring(tup, td, 11);
+		char	   *subj = palloc(strlen(at) + strlen(ai) + 2);
 
+		strcpy(subj, at);
+		strcat(subj, "/");
+		strcat(subj, ai);
 		escape_json(&b, subj);
 		pfree(subj);
 	}
@@ -1561,7 +1574,12 @@ build_cloudevent(DItem *it, HeapTuple tup, TupleDesc td)
 		appendStringInfoString(&b, buf);
 	}
 	appendStringInfoString(&b, ",\"datacontenttype\":\"application/json\",\"sequence\":\"");
-	appendStringInfoString(&b, SPI_getvalue(tup, td, 13));
+	{
+		int64		seq = DatumGetInt64(SPI_getbinval(tup, td, 13, &isnull));
+		int			len = pg_lltoa(seq, buf);
+
+		appendBinaryStringInfo(&b, buf, len);
+	}
 	appendStringInfoChar(&b, '"');
 	if (corr)
 	{
@@ -1569,11 +1587,23 @@ build_cloudevent(DItem *it, HeapTuple tup, TupleDesc td)
 		escape_json(&b, corr);
 	}
 	appendStringInfoString(&b, ",\"lane\":");
-	escape_json(&b, SPI_getvalue(tup, td, 15));
+	escape_json(&b, col_cstring(tup, td, 15));
 	appendStringInfoString(&b, ",\"traceparent\":\"");
 	appendStringInfoString(&b, it->traceparent);
 	appendStringInfoString(&b, "\",\"data\":");
-	appendStringInfoString(&b, SPI_getvalue(tup, td, 16));
+	{
+		/* the payload as text (payload::text): appended as is */
+		Datum		d = SPI_getbinval(tup, td, 16, &isnull);
+
+		if (isnull)
+			appendStringInfoString(&b, "null");
+		else
+		{
+			text	   *tx = DatumGetTextPP(d);
+
+			appendBinaryStringInfo(&b, VARDATA_ANY(tx), VARSIZE_ANY_EXHDR(tx));
+		}
+	}
 	appendStringInfoChar(&b, '}');
 	it->json = MemoryContextAlloc(DeliverContext, b.len + 1);
 	memcpy(it->json, b.data, b.len + 1);
@@ -2143,7 +2173,7 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 		 */
 		run_plan(&plan_chunk_events,
 				 "SELECT c.id, u.ord::int4, u.id, c.created_at,"
-				 "       c.ordered AND e.id IS NOT NULL AND EXISTS ("
+				 "       c.ordered AND r.any_rows AND e.id IS NOT NULL AND EXISTS ("
 				 "         SELECT 1 FROM odoo_sync.delivery p"
 				 "          WHERE p.endpoint_id = c.endpoint_id"
 				 "            AND p.aggregate_type = e.aggregate_type"
@@ -2155,16 +2185,28 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 				 "       e.correlation_id, e.lane, e.payload::text,"
 				 "       c.n, c.ordered, c.endpoint_id, c.lane"
 				 "  FROM odoo_sync.delivery_chunk c"
+				 /* does the endpoint have rows at all (once per chunk) */
+				 " CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM odoo_sync.delivery p"
+				 "       WHERE p.endpoint_id = c.endpoint_id) AS any_rows) r"
 				 " CROSS JOIN LATERAL unnest(c.ids, c.event_ids) WITH ORDINALITY"
 				 "       AS u(id, event_id, ord)"
 				 "  LEFT JOIN odoo_sync.event e ON e.id = u.event_id"
-				 " WHERE c.id = ANY ($1)"
-				 " ORDER BY c.id, u.ord",
+				 " WHERE c.id = ANY ($1)",
 				 1, ltypes, lvalues, SPI_OK_SELECT);
 	}
 	rows = SPI_processed;
+
+	/*
+	 * Pass 1: the events into their chunks, by position (the statement
+	 * need not sort them).  Pass 2: queued in chunk and capture order, which
+	 * the per-aggregate sequencing relies on.
+	 */
 	{
-		Chunk	   *c = NULL;
+		Chunk	  **cs = palloc0(sizeof(Chunk *) * nchosen);
+		DItem	 ***items = palloc0(sizeof(DItem **) * nchosen);
+		bool	  **held = palloc0(sizeof(bool *) * nchosen);
+		char	 ***atype = palloc0(sizeof(char **) * nchosen);
+		char	 ***aid = palloc0(sizeof(char **) * nchosen);
 
 		for (uint64 r = 0; r < rows; r++)
 		{
@@ -2173,11 +2215,17 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 			bool		isnull;
 			int64		cid = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
 			int			idx = DatumGetInt32(SPI_getbinval(tup, td, 2, &isnull)) - 1;
-			bool		held = DatumGetBool(SPI_getbinval(tup, td, 5, &isnull));
 			bool		exists = DatumGetBool(SPI_getbinval(tup, td, 7, &isnull));
+			int			k;
+			Chunk	   *c;
 			DItem	   *it;
 
-			if (c == NULL || c->id != cid)
+			for (k = 0; k < nchosen; k++)
+				if (DatumGetInt64(chosen[k]) == cid)
+					break;
+			if (k == nchosen)
+				elog(ERROR, "read an event of chunk " INT64_FORMAT ", which was not claimed", cid);
+			if (cs[k] == NULL)
 			{
 				int			cn = DatumGetInt32(SPI_getbinval(tup, td, 17, &isnull));
 				int			epid = DatumGetInt32(SPI_getbinval(tup, td, 19, &isnull));
@@ -2188,7 +2236,7 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 				c->ep = find_endpoint(epid);
 				if (c->ep == NULL)
 					elog(ERROR, "claimed a chunk of endpoint %d that is not loaded", epid);
-				c->lane = strcmp(SPI_getvalue(tup, td, 20), "bulk") == 0 ? LANE_BULK : LANE_CRITICAL;
+				c->lane = strcmp(col_cstring(tup, td, 20), "bulk") == 0 ? LANE_BULK : LANE_CRITICAL;
 				c->ordered = DatumGetBool(SPI_getbinval(tup, td, 18, &isnull));
 				c->n = cn;
 				c->open = cn;
@@ -2201,11 +2249,21 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 				c->next = chunks;
 				chunks = c;
 				MemoryContextSwitchTo(old);
+				cs[k] = c;
+				items[k] = palloc0(sizeof(DItem *) * cn);
+				held[k] = palloc0(sizeof(bool) * cn);
+				atype[k] = palloc0(sizeof(char *) * cn);
+				aid[k] = palloc0(sizeof(char *) * cn);
 			}
-			if (idx < 0 || idx >= c->n)
-				elog(ERROR, "chunk " INT64_FORMAT " has no event %d", cid, idx + 1);
+			c = cs[k];
+			if (idx < 0 || idx >= c->n || items[k][idx] != NULL)
+				elog(ERROR, "chunk " INT64_FORMAT " has no event %d, or twice", cid, idx + 1);
 			c->ids[idx] = DatumGetInt64(SPI_getbinval(tup, td, 3, &isnull));
-			strlcpy(c->event_ids[idx], SPI_getvalue(tup, td, 6), 40);
+			{
+				text	   *ev = DatumGetTextPP(SPI_getbinval(tup, td, 6, &isnull));
+
+				text_to_cstring_buffer(ev, c->event_ids[idx], 40);
+			}
 			c->event_at[idx] = exists ?
 				DatumGetTimestampTz(SPI_getbinval(tup, td, 12, &isnull)) : c->created_at;
 
@@ -2217,36 +2275,60 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 			it->chunk = c;
 			it->idx = idx;
 			if (exists)
-				build_cloudevent(it, tup, td);
-			if (c->ordered && exists)
 			{
-				AggEntry   *a = agg_enter(c->ep, SPI_getvalue(tup, td, 10),
-										  SPI_getvalue(tup, td, 11));
-
-				c->aggs[idx] = a;
-				it->agg = a;
-				if (held)
-					a->poisoned = true;
-				if (a->poisoned)
-					item_end(it, END_HELD, 0, NULL, NULL, GetCurrentTimestamp(), 0);
-				else if (a->busy)
+				build_cloudevent(it, tup, td);
+				if (c->ordered)
 				{
-					if (a->held_tail)
-						a->held_tail->next_held = it;
-					else
-						a->held_head = it;
-					a->held_tail = it;
-					c->ep->held_items[c->lane]++;
-				}
-				else
-				{
-					a->busy = true;
-					it->agg_busy = true;
-					queue_push(&c->ep->queue[c->lane], it);
+					atype[k][idx] = col_cstring(tup, td, 10);
+					aid[k][idx] = col_cstring(tup, td, 11);
 				}
 			}
-			else
-				queue_push(&c->ep->queue[c->lane], it);
+			held[k][idx] = DatumGetBool(SPI_getbinval(tup, td, 5, &isnull));
+			items[k][idx] = it;
+		}
+
+		for (int k = 0; k < nchosen; k++)
+		{
+			Chunk	   *c = cs[k];
+
+			if (c == NULL)
+				elog(ERROR, "claimed chunk " INT64_FORMAT " has no events",
+					 DatumGetInt64(chosen[k]));
+			for (int idx = 0; idx < c->n; idx++)
+			{
+				DItem	   *it = items[k][idx];
+
+				if (it == NULL)
+					elog(ERROR, "chunk " INT64_FORMAT " lacks its event %d", c->id, idx + 1);
+				if (atype[k][idx] != NULL)
+				{
+					AggEntry   *a = agg_enter(c->ep, atype[k][idx], aid[k][idx]);
+
+					c->aggs[idx] = a;
+					it->agg = a;
+					if (held[k][idx])
+						a->poisoned = true;
+					if (a->poisoned)
+						item_end(it, END_HELD, 0, NULL, NULL, GetCurrentTimestamp(), 0);
+					else if (a->busy)
+					{
+						if (a->held_tail)
+							a->held_tail->next_held = it;
+						else
+							a->held_head = it;
+						a->held_tail = it;
+						c->ep->held_items[c->lane]++;
+					}
+					else
+					{
+						a->busy = true;
+						it->agg_busy = true;
+						queue_push(&c->ep->queue[c->lane], it);
+					}
+				}
+				else
+					queue_push(&c->ep->queue[c->lane], it);
+			}
 		}
 	}
 }

@@ -211,7 +211,11 @@ CREATE TABLE @extschema@.delivery_done (
 COMMENT ON TABLE @extschema@.delivery_done IS
 	'Finished deliveries: delivered (2xx) or dead (with the last status, error and a bounded response excerpt).';
 COMMENT ON COLUMN @extschema@.delivery_done.retried_by IS 'For dead rows sent again by odoo_sync.retry_dead(): the delivery_request id.';
-CREATE INDEX delivery_done_endpoint_idx ON @extschema@.delivery_done (endpoint_id, finished_at);
+-- Time ranges (endpoint_status's last 5 minutes, purge_deliveries) over an
+-- append-only table: a BRIN, not a btree written once per delivered event
+-- (~1 us of the ~11 us an event costs the worker at 90k events/s).
+CREATE INDEX delivery_done_finished_idx ON @extschema@.delivery_done USING brin (finished_at)
+	WITH (pages_per_range = 32, autosummarize = on);
 CREATE INDEX delivery_done_event_idx ON @extschema@.delivery_done (event_id);
 CREATE INDEX delivery_done_dead_idx ON @extschema@.delivery_done (endpoint_id)
 	WHERE state = 'dead' AND retried_by IS NULL;
@@ -307,6 +311,9 @@ BEGIN
 	-- a rate-limited endpoint takes its events one by one: a chunk would
 	-- hold up to 256 of them (and their history) for minutes at a
 	-- partner's pace, and a crash would send them all again
+	IF NOT EXISTS (SELECT 1 FROM @extschema@.endpoint ep WHERE ep.rate_limit IS NOT NULL) THEN
+		v_any := v_any;
+	ELSE
 	INSERT INTO @extschema@.delivery
 		(endpoint_id, event_id, aggregate_type, aggregate_id, aggregate_seq,
 		 lane, ordered, event_at)
@@ -322,6 +329,7 @@ BEGIN
 			  e.aggregate_seq, e.lane, e.commit_time, e.captured_at, e.seq
 	 ORDER BY e.seq;
 	v_any := v_any OR FOUND;
+	END IF;
 	IF v_any THEN
 		-- each lane has its own deliver worker: wake the ones with new work
 		-- (lanes of the new events; a lane no subscription took only costs
