@@ -159,6 +159,13 @@ cpu_snapshot() {
 	done
 	awk '/^cpu / {print "0", $2 + $3 + $4 + $7 + $8, "machine"}' /proc/stat
 }
+# cpu_report A B: CPU centiseconds per process kind between two snapshots
+cpu_report() {
+	join <(sort "$1") <(sort "$2") |
+	awk '{d = $4 - $2; k = $3; cpu[k] += d; if (k != "machine") tot += d} END {
+		for (k in cpu) if (cpu[k] > 0 && k != "machine") printf "%s=%d ", k, cpu[k];
+		printf "this_benchmark=%d machine=%d", tot, cpu["machine"] }'
+}
 
 # PERF=unbatched|batched: a perf profile of the deliver worker in that phase
 perf_start() {
@@ -187,18 +194,24 @@ insert_events 2000 bench.unbatched >/dev/null; drain unbatched >/dev/null     # 
 psql_ -c "DELETE FROM odoo_sync.delivery_done"
 
 t0=$(insert_events "$N_UNBATCHED" bench.unbatched)
+cpu_snapshot >"$work/cpu_u0"
 perf_start unbatched
 secs=$(drain unbatched)
+cpu_snapshot >"$work/cpu_u1"
 perf_show unbatched
 unb=$(rate unbatched "$N_UNBATCHED" "$t0")
 echo "odoo_sync unbatched: $N_UNBATCHED events, concurrency $CONC: $unb events/s (queue drained ${secs}s after commit)"
+echo "  CPU centiseconds while it drained: $(cpu_report "$work/cpu_u0" "$work/cpu_u1")"
 
 t0=$(insert_events "$N_BATCHED" bench.batched)
+cpu_snapshot >"$work/cpu_b0"
 perf_start batched
 secs=$(drain batched)
+cpu_snapshot >"$work/cpu_b1"
 perf_show batched
 bat=$(rate batched "$N_BATCHED" "$t0")
 echo "odoo_sync batched(100): $N_BATCHED events, concurrency $CONC: $bat events/s (queue drained ${secs}s after commit)"
+echo "  CPU centiseconds while it drained: $(cpu_report "$work/cpu_b0" "$work/cpu_b1")"
 
 # ---------------------------------------------------------------- 4. latency at a steady rate
 psql_ -c "SELECT odoo_sync.create_endpoint('latency', 'http://127.0.0.1:$ngport/lat',
