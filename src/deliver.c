@@ -222,6 +222,7 @@ typedef struct AggEntry
 	int			refs;			/* events in memory */
 	bool		busy;
 	bool		poisoned;
+	int64		poison_chunk;	/* the newest chunk whose rows poisoned it */
 	DItem	   *held_head;
 	DItem	   *held_tail;
 } AggEntry;
@@ -1106,6 +1107,7 @@ agg_enter(Endpoint *ep, const char *type, const char *id)
 		e->refs = 0;
 		e->busy = false;
 		e->poisoned = false;
+		e->poison_chunk = 0;
 		e->held_head = e->held_tail = NULL;
 	}
 	e->refs++;
@@ -1122,11 +1124,14 @@ static void item_end(DItem *it, ItemEnd end, long status, const char *error,
  *		(retried or given back: they go behind it as rows).
  */
 static void
-agg_after(AggEntry *a, ItemEnd end)
+agg_after(AggEntry *a, ItemEnd end, int64 chunk_id)
 {
 	a->busy = false;
 	if (end == END_RETRY || end == END_HELD)
+	{
 		a->poisoned = true;
+		a->poison_chunk = Max(a->poison_chunk, chunk_id);
+	}
 	while (a->held_head != NULL)
 	{
 		DItem	   *next = a->held_head;
@@ -1140,6 +1145,7 @@ agg_after(AggEntry *a, ItemEnd end)
 		if (a->poisoned || !ep->present || !ep->enabled || ep->circuit == CIRCUIT_OPEN)
 		{
 			a->poisoned = true;
+			a->poison_chunk = Max(a->poison_chunk, next->chunk->id);
 			item_end(next, END_HELD, 0, NULL, NULL, GetCurrentTimestamp(), 0);
 			continue;
 		}
@@ -1191,7 +1197,7 @@ item_end(DItem *it, ItemEnd end, long status, const char *error,
 			nchunks_complete++;
 		/* the aggregate's queued or in-flight event: the next may go */
 		if (it->agg != NULL && it->agg_busy)
-			agg_after(it->agg, end);
+			agg_after(it->agg, end, c->id);
 		free_item(it);
 	}
 }
@@ -1926,6 +1932,13 @@ record_chunks(void)
 			{
 				AggEntry   *a = c->aggs[i];
 
+				/*
+				 * The rows that poisoned the aggregate are written now:
+				 * from here on the claim's held check sees them, so newer
+				 * events need not all go the row way.
+				 */
+				if (a->poisoned && a->poison_chunk <= c->id)
+					a->poisoned = false;
 				if (--a->refs == 0)
 				{
 					Assert(a->held_head == NULL);
@@ -2043,13 +2056,15 @@ record_chunks(void)
 				 "   SELECT u.id, u.ep, u.ev, u.att, u.st, u.er, u.at,"
 				 "          CASE WHEN u.kind = 'retry' THEN u.retry END"
 				 "     FROM u WHERE u.kind IN ('dead', 'retry')),"
+				 /* dead, and a retry or held one whose event was purged since */
 				 " d AS (INSERT INTO odoo_sync.delivery_done"
 				 "   (id, endpoint_id, event_id, state, lane, attempts, status, error,"
 				 "    response_excerpt, event_at, created_at, finished_at)"
-				 "   SELECT u.id, u.ep, u.ev, 'dead', u.lane, u.att, u.st, u.er, u.ex,"
-				 "          coalesce(e.commit_time, e.captured_at, u.cat), u.cat, u.at"
+				 "   SELECT u.id, u.ep, u.ev, 'dead', u.lane, u.att, u.st,"
+				 "          CASE WHEN u.kind = 'dead' THEN u.er ELSE 'event no longer exists' END,"
+				 "          u.ex, coalesce(e.commit_time, e.captured_at, u.cat), u.cat, u.at"
 				 "     FROM u LEFT JOIN odoo_sync.event e ON e.id = u.ev"
-				 "    WHERE u.kind = 'dead')"
+				 "    WHERE u.kind = 'dead' OR e.id IS NULL)"
 				 " INSERT INTO odoo_sync.delivery"
 				 "   (id, endpoint_id, event_id, aggregate_type, aggregate_id, aggregate_seq,"
 				 "    lane, ordered, event_at, created_at, next_at, attempts, last_status,"
@@ -2090,6 +2105,8 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 	Datum	   *leases;
 	int			nchosen = 0;
 	int		   *sum = palloc0(sizeof(int) * n);
+	bool	   *stop;
+	int		   *seen;
 	uint64		rows;
 
 	for (int i = 0; i < n; i++)
@@ -2107,11 +2124,11 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 			 "WITH x AS (SELECT * FROM unnest($1, $2) AS x(ep, lane))"
 			 " SELECT c.id, c.endpoint_id, c.lane, c.n FROM x CROSS JOIN LATERAL ("
 			 "   SELECT c.id, c.endpoint_id, c.lane, c.n FROM odoo_sync.delivery_chunk c"
-			 "    WHERE c.endpoint_id = x.ep AND c.lane = x.lane AND c.next_at <= now()"
+			 /* an unleased chunk is due whatever its next_at (the clock of
+			  * the transaction that wrote it) */
+			 "    WHERE c.endpoint_id = x.ep AND c.lane = x.lane"
+			 "      AND (c.leased_by IS NULL OR c.next_at <= now())"
 			 "      AND c.leased_by IS DISTINCT FROM $4"
-			 "      AND (NOT c.ordered OR NOT EXISTS (SELECT 1 FROM odoo_sync.delivery_chunk o"
-			 "           WHERE o.endpoint_id = c.endpoint_id AND o.lane <> c.lane"
-			 "             AND o.id < c.id AND o.agg_types && c.agg_types))"
 			 "    ORDER BY c.id LIMIT $3"
 			 "    FOR UPDATE OF c SKIP LOCKED) c"
 			 " ORDER BY c.id",
@@ -2121,6 +2138,8 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 		return;
 	chosen = palloc(sizeof(Datum) * rows);
 	leases = palloc(sizeof(Datum) * rows);
+	stop = palloc0(sizeof(bool) * n);
+	seen = palloc0(sizeof(int) * n);
 	for (uint64 r = 0; r < rows; r++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[r];
@@ -2132,9 +2151,17 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 		for (int i = 0; i < n; i++)
 			if (eps[i]->id == epid && lanes[i] == lane)
 			{
-				/* whole chunks within the limit, and at least one */
-				if (sum[i] > 0 && sum[i] + cn > limits[i])
+				/*
+				 * Whole chunks within the limit, at least one, oldest first
+				 * and without a gap: a chunk left out leaves out every
+				 * newer one of the pair (their events may follow its events
+				 * in an aggregate).
+				 */
+				if (++seen[i] == CHUNK_CLAIM)
+					more[i] = true;
+				if (stop[i] || (sum[i] > 0 && sum[i] + cn > limits[i]))
 				{
+					stop[i] = true;
 					more[i] = true;
 					break;
 				}
@@ -2173,12 +2200,18 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 		 */
 		run_plan(&plan_chunk_events,
 				 "SELECT c.id, u.ord::int4, u.id, c.created_at,"
-				 "       c.ordered AND r.any_rows AND e.id IS NOT NULL AND EXISTS ("
+				 "       c.ordered AND e.id IS NOT NULL AND ("
+				 "        (r.any_rows AND EXISTS ("
 				 "         SELECT 1 FROM odoo_sync.delivery p"
 				 "          WHERE p.endpoint_id = c.endpoint_id"
 				 "            AND p.aggregate_type = e.aggregate_type"
 				 "            AND p.aggregate_id = e.aggregate_id"
-				 "            AND p.aggregate_seq < e.aggregate_seq),"
+				 "            AND p.aggregate_seq < e.aggregate_seq))"
+				 "        OR (r.other_lane AND EXISTS ("
+				 "         SELECT 1 FROM odoo_sync.delivery_chunk o"
+				 "          WHERE o.endpoint_id = c.endpoint_id AND o.lane <> c.lane"
+				 "            AND o.first_seq < e.seq"
+				 "            AND e.aggregate_type = ANY (o.agg_types)))),"
 				 "       u.event_id::text,"
 				 "       e.id IS NOT NULL, e.source, e.type, e.aggregate_type, e.aggregate_id,"
 				 "       coalesce(e.commit_time, e.captured_at), e.aggregate_seq,"
@@ -2186,8 +2219,20 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 				 "       c.n, c.ordered, c.endpoint_id, c.lane"
 				 "  FROM odoo_sync.delivery_chunk c"
 				 /* does the endpoint have rows at all (once per chunk) */
+				 /*
+				  * Once per chunk: does the endpoint have rows at all; has
+				  * the other lane an unrecorded chunk with events of the
+				  * same aggregate types (never, with the built-in catalog).
+				  * An event with an earlier row of its aggregate, or that
+				  * such a chunk may hold an earlier event of (it starts
+				  * before this event), is held: written as a row, which
+				  * waits for that chunk (see the row claim).
+				  */
 				 " CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM odoo_sync.delivery p"
-				 "       WHERE p.endpoint_id = c.endpoint_id) AS any_rows) r"
+				 "       WHERE p.endpoint_id = c.endpoint_id) AS any_rows,"
+				 "     EXISTS (SELECT 1 FROM odoo_sync.delivery_chunk o"
+				 "       WHERE o.endpoint_id = c.endpoint_id AND o.lane <> c.lane"
+				 "         AND o.agg_types && c.agg_types) AS other_lane) r"
 				 " CROSS JOIN LATERAL unnest(c.ids, c.event_ids) WITH ORDINALITY"
 				 "       AS u(id, event_id, ord)"
 				 "  LEFT JOIN odoo_sync.event e ON e.id = u.event_id"
@@ -2309,7 +2354,10 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 					if (held[k][idx])
 						a->poisoned = true;
 					if (a->poisoned)
+					{
+						a->poison_chunk = Max(a->poison_chunk, c->id);
 						item_end(it, END_HELD, 0, NULL, NULL, GetCurrentTimestamp(), 0);
+					}
 					else if (a->busy)
 					{
 						if (a->held_tail)

@@ -678,19 +678,9 @@ DECLARE
 	n bigint;
 	m bigint;
 BEGIN
-	WITH d AS (
-		DELETE FROM @extschema@.delivery WHERE endpoint_id = eid RETURNING *
-	)
-	INSERT INTO @extschema@.delivery_done
-		(id, endpoint_id, event_id, state, lane, attempts, status, error,
-		 event_at, created_at, finished_at, request_id)
-	SELECT d.id, d.endpoint_id, d.event_id, 'dead', d.lane, d.attempts, d.last_status,
-		   'cancelled by ' || session_user, d.event_at, d.created_at,
-		   pg_catalog.clock_timestamp(), d.request_id
-	  FROM d;
-	GET DIAGNOSTICS n = ROW_COUNT;
-	-- chunks, in flight or not: a worker finishing one finds it gone and
-	-- records nothing of it
+	-- chunks first, in flight or not (a worker finishing one finds it gone
+	-- and records nothing of it); then the rows, with a snapshot that sees
+	-- any a worker wrote when it recorded a chunk meanwhile
 	WITH c AS (
 		DELETE FROM @extschema@.delivery_chunk WHERE endpoint_id = eid RETURNING *
 	)
@@ -704,6 +694,17 @@ BEGIN
 	  FROM c CROSS JOIN LATERAL unnest(c.ids, c.event_ids) AS u(id, event_id)
 	  LEFT JOIN @extschema@.event e ON e.id = u.event_id;
 	GET DIAGNOSTICS m = ROW_COUNT;
+	WITH d AS (
+		DELETE FROM @extschema@.delivery WHERE endpoint_id = eid RETURNING *
+	)
+	INSERT INTO @extschema@.delivery_done
+		(id, endpoint_id, event_id, state, lane, attempts, status, error,
+		 event_at, created_at, finished_at, request_id)
+	SELECT d.id, d.endpoint_id, d.event_id, 'dead', d.lane, d.attempts, d.last_status,
+		   'cancelled by ' || session_user, d.event_at, d.created_at,
+		   pg_catalog.clock_timestamp(), d.request_id
+	  FROM d;
+	GET DIAGNOSTICS n = ROW_COUNT;
 	RETURN n + m;
 END
 $$;

@@ -83,6 +83,35 @@ ok(poll_for($node, 'postgres', q{SELECT count(*) FROM odoo_sync.delivery_done d
 ok(poll_for($node, 'postgres', q{SELECT backlog FROM odoo_sync.endpoint_status WHERE name = 'ord'}, '0', 60),
 	'the bulk backlog drained');
 
+# The same without failures, the lanes alternating within one statement:
+# the bulk worker's chunk holds events 1, 3, 5... and the critical worker's
+# 2, 4, 6...; neither may send event n+1 before event n is delivered.
+q1(qq{
+	SELECT odoo_sync.create_endpoint('alt', 'http://127.0.0.1:$port/alt', concurrency => 4);
+	SELECT odoo_sync.subscribe('alt', '{alt.*}');
+});
+$sink->script('/alt', { status => 200, delay_ms => 1, repeat => -1 });
+q1(q{INSERT INTO odoo_sync.event (id, type, source, aggregate_type, aggregate_id,
+		aggregate_seq, lane, payload)
+	SELECT gen_random_uuid(), 'alt.step', 'odoo://test', 'shipment', 'ALT', g,
+		   CASE WHEN g % 2 = 1 THEN 'bulk' ELSE 'critical' END, jsonb_build_object('n', g)
+	  FROM generate_series(1, 40) g});
+ok(poll_for($node, 'postgres', q{SELECT count(*) FROM odoo_sync.deliveries
+	WHERE endpoint = 'alt' AND state = 'delivered'}, '40', 60),
+	'all 40 alternating events delivered');
+{
+	my $json = JSON::PP->new;
+	my ($prev, $bad, $n) = (0, 0, 0);
+	for my $r ($sink->requests(path => '/alt'))
+	{
+		my $ev = eval { $json->decode($r->{body}) } or next;
+		$n++;
+		$bad++ unless $ev->{sequence} == $prev + 1;
+		$prev = $ev->{sequence};
+	}
+	is("$n/$bad", '40/0', 'lanes alternating in one statement: each event sent once, right after its predecessor');
+}
+
 # ------------------------------------------------------------------ concurrency
 # concurrency 4, every answer takes 300 ms: a request slot sends at most one
 # request per 300 ms, so no 240 ms window may see more than 4 arrivals in all
