@@ -2209,7 +2209,8 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 				 "            AND p.aggregate_seq < e.aggregate_seq))"
 				 "        OR (r.other_lane AND EXISTS ("
 				 "         SELECT 1 FROM odoo_sync.delivery_chunk o"
-				 "          WHERE o.endpoint_id = c.endpoint_id AND o.lane <> c.lane"
+				 "          WHERE o.endpoint_id = c.endpoint_id"
+				 "            AND o.lane = CASE c.lane WHEN 'bulk' THEN 'critical' ELSE 'bulk' END"
 				 "            AND o.first_seq < e.seq"
 				 "            AND e.aggregate_type = ANY (o.agg_types)))),"
 				 "       u.event_id::text,"
@@ -2228,11 +2229,13 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 				  * before this event), is held: written as a row, which
 				  * waits for that chunk (see the row claim).
 				  */
+				 /* (OFFSET 0: computed per chunk, not pulled up into every event's row) */
 				 " CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM odoo_sync.delivery p"
 				 "       WHERE p.endpoint_id = c.endpoint_id) AS any_rows,"
 				 "     EXISTS (SELECT 1 FROM odoo_sync.delivery_chunk o"
-				 "       WHERE o.endpoint_id = c.endpoint_id AND o.lane <> c.lane"
-				 "         AND o.agg_types && c.agg_types) AS other_lane) r"
+				 "       WHERE o.endpoint_id = c.endpoint_id"
+				 "         AND o.lane = CASE c.lane WHEN 'bulk' THEN 'critical' ELSE 'bulk' END"
+				 "         AND o.agg_types && c.agg_types) AS other_lane OFFSET 0) r"
 				 " CROSS JOIN LATERAL unnest(c.ids, c.event_ids) WITH ORDINALITY"
 				 "       AS u(id, event_id, ord)"
 				 "  LEFT JOIN odoo_sync.event e ON e.id = u.event_id"

@@ -190,6 +190,8 @@ ALTER TABLE @extschema@.delivery_chunk SET (fillfactor = 70,
 	autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 500,
 	autovacuum_vacuum_cost_delay = 0);
 CREATE INDEX delivery_chunk_claim_idx ON @extschema@.delivery_chunk (endpoint_id, lane, id);
+-- a row waits for older chunks of its aggregate type (the row claim)
+CREATE INDEX delivery_chunk_seq_idx ON @extschema@.delivery_chunk (endpoint_id, first_seq);
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.delivery_chunk', '');
 
 CREATE TABLE @extschema@.delivery_done (
