@@ -82,9 +82,16 @@
 #include <unistd.h>
 #endif
 
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "common/md5.h"
+#include "executor/executor.h"
+#include "parser/parse_relation.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -98,6 +105,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/json.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -1849,6 +1857,136 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 }
 
 /*
+ * insert_done_direct
+ *		Appends n delivered rows to odoo_sync.delivery_done as COPY does:
+ *		table_multi_insert() in batches (one WAL record per page rather than
+ *		per row), index entries through the executor's own routine.  The
+ *		history insert was the largest database cost of a delivered event
+ *		left (3.2 us of ~10).  Returns false, having written nothing, when
+ *		the table is not the one this is written for (another column, a
+ *		trigger, a rule): the caller then uses INSERT.
+ */
+static const char *const done_columns[] = {
+	"id", "endpoint_id", "event_id", "state", "lane", "attempts", "status",
+	"error", "response_excerpt", "event_at", "created_at", "finished_at",
+	"request_id", "retried_by"
+};
+enum
+{
+	DC_ID, DC_ENDPOINT, DC_EVENT, DC_STATE, DC_LANE, DC_ATTEMPTS, DC_STATUS,
+	DC_NCOLS_SET = DC_STATUS + 1,
+	DC_EVENT_AT = 9, DC_CREATED_AT, DC_FINISHED_AT, DC_NCOLS = 14
+};
+#define DONE_INSERT_BATCH 64
+
+static bool
+insert_done_direct(int n, Datum *ids, Datum *eps, Datum *evs, Datum *lanes,
+				   Datum *statuses, Datum *event_ats, Datum *created_ats,
+				   Datum *finished_ats)
+{
+	Oid			nsp = get_namespace_oid(ODOO_SYNC_SCHEMA, false);
+	Oid			relid = get_relname_relid("delivery_done", nsp);
+	Relation	rel;
+	TupleDesc	desc;
+	AttrNumber	att[DC_NCOLS];
+	int			live = 0;
+	EState	   *estate;
+	RangeTblEntry *rte;
+	ResultRelInfo *rri;
+	BulkInsertState bistate;
+	TupleTableSlot **slots;
+	CommandId	cid;
+	Datum		delivered = CStringGetTextDatum("delivered");
+	int			nslots = Min(n, DONE_INSERT_BATCH);
+
+	if (!OidIsValid(relid))
+		return false;
+	rel = table_open(relid, RowExclusiveLock);
+	desc = RelationGetDescr(rel);
+	for (int i = 0; i < desc->natts; i++)
+		if (!TupleDescAttr(desc, i)->attisdropped)
+			live++;
+	for (int c = 0; c < DC_NCOLS; c++)
+	{
+		att[c] = attnameAttNum(rel, done_columns[c], false);
+		if (att[c] == InvalidAttrNumber)
+			live = -1;
+	}
+	if (live != DC_NCOLS || rel->rd_rel->relkind != RELKIND_RELATION ||
+		rel->rd_rules != NULL || rel->trigdesc != NULL)
+	{
+		table_close(rel, NoLock);
+		return false;
+	}
+
+	/* an executor state, as CopyFrom() makes one */
+	estate = CreateExecutorState();
+	rte = makeNode(RangeTblEntry);
+	rte->rtekind = RTE_RELATION;
+	rte->relid = relid;
+	rte->relkind = rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+	rte->requiredPerms = ACL_INSERT;
+	ExecInitRangeTable(estate, list_make1(rte));
+	rri = makeNode(ResultRelInfo);
+	ExecInitResultRelation(estate, rri, 1);
+	CheckValidResultRel(rri, CMD_INSERT);
+	ExecOpenIndices(rri, false);
+	cid = GetCurrentCommandId(true);
+	estate->es_output_cid = cid;
+
+	bistate = GetBulkInsertState();
+	slots = palloc(sizeof(TupleTableSlot *) * nslots);
+	for (int i = 0; i < nslots; i++)
+		slots[i] = table_slot_create(rel, &estate->es_tupleTable);
+
+	for (int start = 0; start < n; start += DONE_INSERT_BATCH)
+	{
+		int			m = Min(DONE_INSERT_BATCH, n - start);
+
+		for (int j = 0; j < m; j++)
+		{
+			int			k = start + j;
+			TupleTableSlot *slot = slots[j];
+			Datum	   *v = slot->tts_values;
+			bool	   *nl = slot->tts_isnull;
+
+			ExecClearTuple(slot);
+			memset(nl, true, sizeof(bool) * desc->natts);
+#define SET(col, val) (v[att[col] - 1] = (val), nl[att[col] - 1] = false)
+			SET(DC_ID, ids[k]);
+			SET(DC_ENDPOINT, eps[k]);
+			SET(DC_EVENT, evs[k]);
+			SET(DC_STATE, delivered);
+			SET(DC_LANE, lanes[k]);
+			SET(DC_ATTEMPTS, Int32GetDatum(1));
+			SET(DC_STATUS, statuses[k]);
+			SET(DC_EVENT_AT, event_ats[k]);
+			SET(DC_CREATED_AT, created_ats[k]);
+			SET(DC_FINISHED_AT, finished_ats[k]);
+#undef SET
+			ExecStoreVirtualTuple(slot);
+			if (rel->rd_att->constr)
+				ExecConstraints(rri, slot, estate);
+		}
+		table_multi_insert(rel, slots, m, cid, 0, bistate);
+		if (rri->ri_NumIndices > 0)
+			for (int j = 0; j < m; j++)
+				list_free(ExecInsertIndexTuples(rri, slots[j], estate, false, false,
+												NULL, NIL));
+		ResetPerTupleExprContext(estate);
+	}
+
+	FreeBulkInsertState(bistate);
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	ExecCloseResultRelations(estate);
+	ExecCloseRangeTableRelations(estate);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);
+	return true;
+}
+
+/*
  * record_chunks
  *		Records the chunks whose events have all ended their first turn:
  *		deletes them (only those still leased by this worker: a chunk that
@@ -1996,6 +2134,17 @@ record_chunks(void)
 	}
 	nchunks_complete = 0;
 
+	if (n_ok > 0)
+	{
+		Datum	   *uuids = palloc(sizeof(Datum) * n_ok);
+
+		for (int k = 0; k < n_ok; k++)
+			uuids[k] = DirectFunctionCall1(uuid_in,
+										   CStringGetDatum(TextDatumGetCString(ok_ev[k])));
+		if (insert_done_direct(n_ok, ok_id, ok_ep, uuids, ok_lane, ok_st, ok_eat,
+							   ok_cat, ok_fin))
+			n_ok = 0;
+	}
 	if (n_ok > 0)
 	{
 		Oid			types[8] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
