@@ -123,7 +123,7 @@ static int	deliver_critical_slice = 100;
 #define NLANES 2
 static const char *const lane_names[NLANES] = {"critical", "bulk"};
 
-#define KEY_MAX 512
+#define KEY_MAX SIGN_KEY_MAX
 #define CLAIM_MAX 5000
 #define CLAIM_MIN 512
 #define CHUNK_MAX 256			/* events per chunk, as the fan-out writes them */
@@ -1496,6 +1496,33 @@ claim_room(Endpoint *ep, int lane)
 		ep->active_items[lane] - ep->held_items[lane];
 }
 
+/*
+ * md5_hex
+ *		The MD5 of s as 32 hex digits (out has room for 33), with the
+ *		algorithm fetched once: pg_md5_hash() (a crypto hash object tracked
+ *		by the resource owner, the algorithm looked up at every call) cost
+ *		about a microsecond per call, twice per event.
+ */
+static void
+md5_hex(const char *s, size_t len, char *out)
+{
+	static EVP_MD *md5_alg = NULL;
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	static const char hex[] = "0123456789abcdef";
+
+	if (md5_alg == NULL && (md5_alg = EVP_MD_fetch(NULL, "MD5", NULL)) == NULL)
+		elog(ERROR, "could not compute an MD5 hash: MD5 is not available");
+	if (!EVP_Digest(s, len, md, &mdlen, md5_alg, NULL) || mdlen != 16)
+		elog(ERROR, "could not compute an MD5 hash");
+	for (int i = 0; i < 16; i++)
+	{
+		out[2 * i] = hex[md[i] >> 4];
+		out[2 * i + 1] = hex[md[i] & 15];
+	}
+	out[32] = '\0';
+}
+
 /* a text column of an SPI result as a C string (NULL for SQL NULL) */
 static char *
 col_cstring(HeapTuple tup, TupleDesc td, int col)
@@ -1527,7 +1554,6 @@ build_cloudevent(DItem *it, HeapTuple tup, TupleDesc td)
 	struct pg_tm tm;
 	fsec_t		fsec;
 	TimestampTz t;
-	const char *errstr = NULL;
 	int			n = 0;
 
 	/* trace id: the correlation id if it is 32 hex digits (or a UUID) */
@@ -1550,11 +1576,9 @@ build_cloudevent(DItem *it, HeapTuple tup, TupleDesc td)
 	{
 		const char *src = corr ? corr : it->event_id;
 
-		if (!pg_md5_hash(src, strlen(src), trace, &errstr))
-			elog(ERROR, "could not compute an MD5 hash: %s", errstr ? errstr : "?");
+		md5_hex(src, strlen(src), trace);
 	}
-	if (!pg_md5_hash(it->event_id, strlen(it->event_id), parent, &errstr))
-		elog(ERROR, "could not compute an MD5 hash: %s", errstr ? errstr : "?");
+	md5_hex(it->event_id, strlen(it->event_id), parent);
 	parent[16] = '\0';
 	snprintf(buf, sizeof(buf), "00-%s-%s-01", trace, parent);
 	it->traceparent = MemoryContextStrdup(DeliverContext, buf);

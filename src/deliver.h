@@ -63,6 +63,9 @@ extern int	http_running(void);
 extern bool http_address_allowed(const struct sockaddr *sa, bool allow_private);
 
 /* sign.c */
+/* the longest signing key (bytes) */
+#define SIGN_KEY_MAX 512
+
 extern int	sign_key_from_secret(const char *secret, unsigned char *key, int keymax);
 extern char *sign_webhook(const unsigned char *key, int keylen,
 						  const char *msg_id, int64 timestamp,

@@ -27,7 +27,6 @@
 
 #include "deliver.h"
 
-#define SIGN_KEY_MAX 512
 
 PG_FUNCTION_INFO_V1(odoo_sync_sign);
 
