@@ -51,6 +51,45 @@ typedef struct HttpSocket
 								 * set, watched for the peer closing it */
 } HttpSocket;
 
+/*
+ * The sockets curl opened through opensocket_cb and has not closed through
+ * closesocket_cb (a bitmap by fd number): only these may stay in the wait
+ * set while idle.  curl has sockets of its own too (its threaded resolver's
+ * socketpair), which it closes without the callback right after removing
+ * them: kept in the set, their number reused by the next socket would meet
+ * a stale registration (epoll_ctl() ENOENT, an ERROR in the worker).
+ */
+static uint8 *own_fds = NULL;
+static int	own_fds_size = 0;
+
+static void
+own_fd_set(curl_socket_t fd, bool own)
+{
+	if (fd < 0)
+		return;
+	if (fd >= own_fds_size * 8)
+	{
+		int			size = Max(own_fds_size * 2, Max(64, fd / 8 + 1));
+
+		own_fds = own_fds ?
+			repalloc(own_fds, size) :
+			MemoryContextAlloc(TopMemoryContext, size);
+		memset(own_fds + own_fds_size, 0, size - own_fds_size);
+		own_fds_size = size;
+	}
+	if (own)
+		own_fds[fd / 8] |= (uint8) (1 << (fd % 8));
+	else
+		own_fds[fd / 8] &= (uint8) ~(1 << (fd % 8));
+}
+
+static bool
+own_fd(curl_socket_t fd)
+{
+	return fd >= 0 && fd < own_fds_size * 8 &&
+		(own_fds[fd / 8] & (1 << (fd % 8))) != 0;
+}
+
 static CURLM *multi = NULL;
 static HttpSocket *sockets = NULL;
 static int	nsockets = 0;
@@ -92,7 +131,14 @@ socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 			break;
 	if (what == CURL_POLL_REMOVE)
 	{
-		if (i < nsockets && !sockets[i].idle)
+		if (i < nsockets && !own_fd(s))
+		{
+			/* not ours: curl may close it without telling us */
+			sockets[i] = sockets[nsockets - 1];
+			nsockets--;
+			sockets_changed = true;
+		}
+		else if (i < nsockets && !sockets[i].idle)
 		{
 			sockets[i].idle = true;
 			sockets[i].what = 0;
@@ -134,6 +180,7 @@ socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 static int
 closesocket_cb(void *clientp, curl_socket_t s)
 {
+	own_fd_set(s, false);
 	for (int i = 0; i < nsockets; i++)
 		if (sockets[i].fd == s)
 		{
@@ -142,7 +189,7 @@ closesocket_cb(void *clientp, curl_socket_t s)
 			sockets_changed = true;
 			break;
 		}
-	return close(s);
+	return close(s) == 0 ? 0 : 1;
 }
 
 static int
@@ -203,9 +250,13 @@ http_address_allowed(const struct sockaddr *sa, bool allow_private)
 static curl_socket_t
 opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
 {
+	curl_socket_t fd;
+
 	if (!http_address_allowed(&addr->addr, odoo_sync_allow_private_endpoints))
 		return CURL_SOCKET_BAD;
-	return socket(addr->family, addr->socktype, addr->protocol);
+	fd = socket(addr->family, addr->socktype, addr->protocol);
+	own_fd_set(fd, true);
+	return fd;
 }
 
 static size_t

@@ -121,6 +121,35 @@ events($node, n => 1, type => 'billing.invoice.posted', aggregate => 'INV2');
 ok(poll_for($node, 'postgres', q{SELECT count(*) FROM odoo_sync.dead_letters WHERE endpoint = 'raw'}, '1', 10),
 	'a 400 ends dead');
 
+# --- an endpoint named by host name: curl resolves it (its threaded
+# resolver has a socketpair of its own, which curl closes itself), and the
+# sink closes every connection after answering, so sockets come and go
+# while requests flow. The workers must neither fail nor restart.
+{
+	my $q1 = sub { $node->safe_psql('postgres', $_[0]) };
+	chomp(my $host = `hostname` // '');
+	my $ip = $host ne '' ? (gethostbyname($host))[4] : undef;
+  SKIP:
+	{
+		skip "host name '$host' does not resolve to 127.0.0.1 on this machine", 3
+		  unless defined $ip && join('.', unpack('C4', $ip)) eq '127.0.0.1';
+		my $pids = $q1->(q{SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity
+			WHERE backend_type LIKE 'odoo_sync deliver%' AND datname = current_database()});
+		$q1->(qq{SELECT odoo_sync.create_endpoint('byname', 'http://$host:$port/byname', concurrency => 2);
+			SELECT odoo_sync.subscribe('byname', '{byname.*}')});
+		$sink->script('/byname', { status => 200, headers => { Connection => 'close' }, repeat => -1 });
+		events($node, n => 5, type => 'byname.test', aggregate => "BN$_") for 1 .. 4;
+		ok(poll_for($node, 'postgres', q{SELECT count(*) FROM odoo_sync.deliveries
+			WHERE endpoint = 'byname' AND state = 'delivered'}, '20', 20),
+			"20 events delivered to http://$host:.../byname, a new connection for each");
+		is($q1->(q{SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity
+			WHERE backend_type LIKE 'odoo_sync deliver%' AND datname = current_database()}), $pids,
+			'the deliver workers are the same processes');
+		unlike(slurp_file($node->logfile), qr/epoll_ctl|could not (add|modify) .*event/,
+			'no wait set error in the server log');
+	}
+}
+
 # --- private address refused at connect time when not allowed
 $node->append_conf('postgresql.conf', 'odoo_sync.allow_private_endpoints = off');
 $node->reload;
