@@ -201,6 +201,7 @@ typedef struct Chunk
 	struct Endpoint *ep;
 	int			lane;
 	bool		ordered;
+	bool		other_lane;		/* the other lane had chunks of its aggregate types */
 	int			n;
 	int			open;			/* events without an end yet */
 	TimestampTz created_at;
@@ -337,6 +338,7 @@ static Endpoint **endpoints = NULL;
 static int	nendpoints = 0;
 static Results results;
 static Chunk *chunks = NULL;	/* claimed, not yet recorded */
+static bool wake_other_lane = false;	/* after this turn's commit */
 static int	nchunks_complete = 0;
 static HTAB *agg_table = NULL;
 static TimestampTz endpoints_loaded_at = 0;
@@ -1225,6 +1227,15 @@ record_results(void)
 {
 	Results    *r = &results;
 
+	/*
+	 * A delivered or dead row may be the predecessor of a row of the other
+	 * lane (one aggregate's events in both lanes): that worker is told
+	 * after the commit, rather than finding out at its next sweep, a second
+	 * later (rows are the rare path: retries, held events, replays).
+	 */
+	if (r->n_ok > 0 || r->n_fail > 0)
+		wake_other_lane = true;
+
 	if (r->n_ok > 0)
 	{
 		Oid			types[4] = {INT8ARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID,
@@ -1936,6 +1947,23 @@ insert_done_direct(int n, Datum *ids, Datum *eps, Datum *evs, Datum *lanes,
 		if (att[c] == InvalidAttrNumber)
 			live = -1;
 	}
+	/* and the types this writes, no default on a column it leaves NULL */
+	if (live == DC_NCOLS)
+	{
+		static const Oid types[DC_NCOLS] = {INT8OID, INT4OID, UUIDOID, TEXTOID,
+			TEXTOID, INT4OID, INT4OID, TEXTOID, TEXTOID, TIMESTAMPTZOID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, INT8OID};
+
+		for (int c = 0; c < DC_NCOLS; c++)
+		{
+			Form_pg_attribute a = TupleDescAttr(desc, att[c] - 1);
+			bool		written = c < DC_NCOLS_SET || c == DC_EVENT_AT ||
+				c == DC_CREATED_AT || c == DC_FINISHED_AT;
+
+			if (a->atttypid != types[c] || (!written && a->atthasdef))
+				live = -1;
+		}
+	}
 	if (live != DC_NCOLS || rel->rd_rel->relkind != RELKIND_RELATION ||
 		rel->rd_rules != NULL || rel->trigdesc != NULL)
 	{
@@ -2086,6 +2114,14 @@ record_chunks(void)
 		for (int k = 0; k < nkept; k++)
 			if (kept[k] == c->id)
 				mine = true;
+
+		/*
+		 * Events of the other lane may wait for this chunk (held rows of
+		 * the same aggregate types): its worker is told once this is
+		 * committed, not at its next sweep (a second later).
+		 */
+		if (c->other_lane)
+			wake_other_lane = true;
 		for (int i = 0; i < c->n; i++)
 		{
 			ChunkResult *r = &c->res[i];
@@ -2390,7 +2426,7 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 				 "       e.id IS NOT NULL, e.source, e.type, e.aggregate_type, e.aggregate_id,"
 				 "       coalesce(e.commit_time, e.captured_at), e.aggregate_seq,"
 				 "       e.correlation_id, e.lane, e.payload::text,"
-				 "       c.n, c.ordered, c.endpoint_id, c.lane"
+				 "       c.n, c.ordered, c.endpoint_id, c.lane, r.other_lane"
 				 "  FROM odoo_sync.delivery_chunk c"
 				 /* does the endpoint have rows at all (once per chunk) */
 				 /*
@@ -2459,6 +2495,7 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 					elog(ERROR, "claimed a chunk of endpoint %d that is not loaded", epid);
 				c->lane = strcmp(col_cstring(tup, td, 20), "bulk") == 0 ? LANE_BULK : LANE_CRITICAL;
 				c->ordered = DatumGetBool(SPI_getbinval(tup, td, 18, &isnull));
+				c->other_lane = DatumGetBool(SPI_getbinval(tup, td, 21, &isnull));
 				c->n = cn;
 				c->open = cn;
 				c->created_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 4, &isnull));
@@ -2672,6 +2709,11 @@ db_turn(TimestampTz now, bool reload)
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
+	if (wake_other_lane)
+	{
+		wake_other_lane = false;
+		odoo_sync_wake(MyDatabaseId, other_kind);
+	}
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return true;

@@ -67,6 +67,7 @@ extern bool http_address_allowed(const struct sockaddr *sa, bool allow_private);
 #define SIGN_KEY_MAX 512
 
 extern int	sign_key_from_secret(const char *secret, unsigned char *key, int keymax);
+extern void sign_forget_keys(void);
 extern char *sign_webhook(const unsigned char *key, int keylen,
 						  const char *msg_id, int64 timestamp,
 						  const char *body, size_t body_len);

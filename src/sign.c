@@ -63,14 +63,33 @@ sign_key_from_secret(const char *secret, unsigned char *key, int keymax)
 typedef struct MacKey
 {
 	unsigned char key[SIGN_KEY_MAX];
-	int			keylen;			/* 0 = free */
+	int			keylen;			/* -1 = free */
 	EVP_MAC_CTX *ctx;
 	uint64		used;
 } MacKey;
 
 static EVP_MAC *hmac_alg = NULL;
-static MacKey mac_keys[MAC_CACHE];
+static MacKey mac_keys[MAC_CACHE] = {{.keylen = -1}, {.keylen = -1}, {.keylen = -1},
+{.keylen = -1}, {.keylen = -1}, {.keylen = -1}, {.keylen = -1}, {.keylen = -1}};
 static uint64 mac_clock = 0;
+
+/*
+ * sign_forget_keys
+ *		Wipes the cached keys and their contexts (the SQL-callable signer
+ *		calls it: an ordinary session keeps no secret once it has signed).
+ */
+void
+sign_forget_keys(void)
+{
+	for (int i = 0; i < MAC_CACHE; i++)
+	{
+		explicit_bzero(mac_keys[i].key, sizeof(mac_keys[i].key));
+		mac_keys[i].keylen = -1;
+		EVP_MAC_CTX_free(mac_keys[i].ctx);
+		mac_keys[i].ctx = NULL;
+		mac_keys[i].used = 0;
+	}
+}
 
 static EVP_MAC_CTX *
 mac_for_key(const unsigned char *key, int keylen)
@@ -79,7 +98,7 @@ mac_for_key(const unsigned char *key, int keylen)
 	char		digest[] = "SHA256";
 	OSSL_PARAM	params[2];
 
-	if (keylen <= 0 || keylen > SIGN_KEY_MAX)
+	if (keylen < 0 || keylen > SIGN_KEY_MAX)
 		return NULL;
 	for (int i = 0; i < MAC_CACHE; i++)
 	{
@@ -99,8 +118,10 @@ mac_for_key(const unsigned char *key, int keylen)
 		return NULL;
 	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
 	params[1] = OSSL_PARAM_construct_end();
-	victim->keylen = 0;
-	if (!EVP_MAC_init(victim->ctx, key, keylen, params))
+	explicit_bzero(victim->key, sizeof(victim->key));
+	victim->keylen = -1;
+	/* (an empty key signs too, as HMAC() did: a non-NULL pointer) */
+	if (!EVP_MAC_init(victim->ctx, keylen > 0 ? key : (const unsigned char *) "", keylen, params))
 		return NULL;
 	memcpy(victim->key, key, keylen);
 	victim->keylen = keylen;

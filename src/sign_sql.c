@@ -63,6 +63,7 @@ odoo_sync_sign(PG_FUNCTION_ARGS)
 				 errhidestmt(true)));
 	sig = sign_webhook(key, keylen, msg_id, timestamp,
 					   VARDATA_ANY(body), VARSIZE_ANY_EXHDR(body));
+	sign_forget_keys();
 	explicit_bzero(key, sizeof(key));
 	PG_RETURN_TEXT_P(cstring_to_text(sig));
 }
