@@ -70,6 +70,7 @@
 #include "utils/timestamp.h"
 #include "utils/typcache.h"
 
+#include "bulk.h"
 #include "capture.h"
 #include "odoo_sync.h"
 
@@ -1350,13 +1351,7 @@ insert_events_direct(int n, char **types, char **atypes, char **aids, Datum *seq
 	AttrNumber	att[EV_NCOLS];
 	int			live = 0;
 	Oid			seqid;
-	EState	   *estate;
-	RangeTblEntry *rte;
-	ResultRelInfo *rri;
-	TransitionCaptureState *tcs;
-	BulkInsertState bistate;
-	TupleTableSlot **slots;
-	CommandId	cid;
+	BulkInsert *bulk;
 	Datum		source;
 	Datum		db_snapshot = BoolGetDatum(snapshot);
 	int			gucnest;
@@ -1389,22 +1384,6 @@ insert_events_direct(int n, char **types, char **atypes, char **aids, Datum *seq
 		return false;
 	}
 
-	/* an executor state, as CopyFrom() makes one */
-	estate = CreateExecutorState();
-	rte = makeNode(RangeTblEntry);
-	rte->rtekind = RTE_RELATION;
-	rte->relid = relid;
-	rte->relkind = rel->rd_rel->relkind;
-	rte->rellockmode = RowExclusiveLock;
-	rte->requiredPerms = ACL_INSERT;
-	ExecInitRangeTable(estate, list_make1(rte));
-	rri = makeNode(ResultRelInfo);
-	ExecInitResultRelation(estate, rri, 1);
-	CheckValidResultRel(rri, CMD_INSERT);
-	ExecOpenIndices(rri, false);
-	cid = GetCurrentCommandId(true);
-	estate->es_output_cid = cid;
-
 	/*
 	 * The fan-out trigger's transition table holds the whole batch (~0.5 kB
 	 * per event): let it stay in memory rather than spill to a temporary
@@ -1415,13 +1394,7 @@ insert_events_direct(int n, char **types, char **atypes, char **aids, Datum *seq
 		(void) set_config_option("work_mem", "65536", PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
 
-	AfterTriggerBeginQuery();
-	ExecBSInsertTriggers(estate, rri);
-	tcs = MakeTransitionCaptureState(rel->trigdesc, relid, CMD_INSERT);
-	bistate = GetBulkInsertState();
-	slots = palloc(sizeof(TupleTableSlot *) * Min(n, EVENT_INSERT_CHUNK));
-	for (int i = 0; i < Min(n, EVENT_INSERT_CHUNK); i++)
-		slots[i] = table_slot_create(rel, &estate->es_tupleTable);
+	bulk = bulk_insert_begin(rel, Min(n, EVENT_INSERT_CHUNK), true);
 	source = CStringGetTextDatum(get_database_name(MyDatabaseId));
 
 	for (int start = 0; start < n; start += EVENT_INSERT_CHUNK)
@@ -1431,7 +1404,7 @@ insert_events_direct(int n, char **types, char **atypes, char **aids, Datum *seq
 		for (int j = 0; j < m; j++)
 		{
 			int			k = start + j;
-			TupleTableSlot *slot = slots[j];
+			TupleTableSlot *slot = bulk->slots[j];
 			Datum	   *v = slot->tts_values;
 			bool	   *nl = slot->tts_isnull;
 
@@ -1457,31 +1430,12 @@ insert_events_direct(int n, char **types, char **atypes, char **aids, Datum *seq
 			SET(EV_PAYLOAD, payloads[k]);
 #undef SET
 			ExecStoreVirtualTuple(slot);
-			if (rel->rd_att->constr)
-				ExecConstraints(rri, slot, estate);
 		}
-		table_multi_insert(rel, slots, m, cid, 0, bistate);
-		for (int j = 0; j < m; j++)
-		{
-			List	   *recheck = NIL;
-
-			if (rri->ri_NumIndices > 0)
-				recheck = ExecInsertIndexTuples(rri, slots[j], estate, false, false,
-												NULL, NIL);
-			ExecARInsertTriggers(estate, rri, slots[j], recheck, tcs);
-			list_free(recheck);
-		}
-		ResetPerTupleExprContext(estate);
+		bulk_insert_flush(bulk, m);
 	}
 
-	FreeBulkInsertState(bistate);
-	ExecASInsertTriggers(estate, rri, tcs);
-	AfterTriggerEndQuery(estate);
+	bulk_insert_end(bulk);
 	AtEOXact_GUC(true, gucnest);
-	ExecResetTupleTable(estate->es_tupleTable, false);
-	ExecCloseResultRelations(estate);
-	ExecCloseRangeTableRelations(estate);
-	FreeExecutorState(estate);
 	table_close(rel, NoLock);
 	return true;
 }

@@ -111,6 +111,7 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+#include "bulk.h"
 #include "odoo_sync.h"
 #include "deliver.h"
 
@@ -1925,12 +1926,7 @@ insert_done_direct(int n, Datum *ids, Datum *eps, Datum *evs, Datum *lanes,
 	TupleDesc	desc;
 	AttrNumber	att[DC_NCOLS];
 	int			live = 0;
-	EState	   *estate;
-	RangeTblEntry *rte;
-	ResultRelInfo *rri;
-	BulkInsertState bistate;
-	TupleTableSlot **slots;
-	CommandId	cid;
+	BulkInsert *bulk;
 	Datum		delivered = CStringGetTextDatum("delivered");
 	int			nslots = Min(n, DONE_INSERT_BATCH);
 
@@ -1971,27 +1967,7 @@ insert_done_direct(int n, Datum *ids, Datum *eps, Datum *evs, Datum *lanes,
 		return false;
 	}
 
-	/* an executor state, as CopyFrom() makes one */
-	estate = CreateExecutorState();
-	rte = makeNode(RangeTblEntry);
-	rte->rtekind = RTE_RELATION;
-	rte->relid = relid;
-	rte->relkind = rel->rd_rel->relkind;
-	rte->rellockmode = RowExclusiveLock;
-	rte->requiredPerms = ACL_INSERT;
-	ExecInitRangeTable(estate, list_make1(rte));
-	rri = makeNode(ResultRelInfo);
-	ExecInitResultRelation(estate, rri, 1);
-	CheckValidResultRel(rri, CMD_INSERT);
-	ExecOpenIndices(rri, false);
-	cid = GetCurrentCommandId(true);
-	estate->es_output_cid = cid;
-
-	bistate = GetBulkInsertState();
-	slots = palloc(sizeof(TupleTableSlot *) * nslots);
-	for (int i = 0; i < nslots; i++)
-		slots[i] = table_slot_create(rel, &estate->es_tupleTable);
-
+	bulk = bulk_insert_begin(rel, nslots, false);
 	for (int start = 0; start < n; start += DONE_INSERT_BATCH)
 	{
 		int			m = Min(DONE_INSERT_BATCH, n - start);
@@ -1999,7 +1975,7 @@ insert_done_direct(int n, Datum *ids, Datum *eps, Datum *evs, Datum *lanes,
 		for (int j = 0; j < m; j++)
 		{
 			int			k = start + j;
-			TupleTableSlot *slot = slots[j];
+			TupleTableSlot *slot = bulk->slots[j];
 			Datum	   *v = slot->tts_values;
 			bool	   *nl = slot->tts_isnull;
 
@@ -2018,22 +1994,10 @@ insert_done_direct(int n, Datum *ids, Datum *eps, Datum *evs, Datum *lanes,
 			SET(DC_FINISHED_AT, finished_ats[k]);
 #undef SET
 			ExecStoreVirtualTuple(slot);
-			if (rel->rd_att->constr)
-				ExecConstraints(rri, slot, estate);
 		}
-		table_multi_insert(rel, slots, m, cid, 0, bistate);
-		if (rri->ri_NumIndices > 0)
-			for (int j = 0; j < m; j++)
-				list_free(ExecInsertIndexTuples(rri, slots[j], estate, false, false,
-												NULL, NIL));
-		ResetPerTupleExprContext(estate);
+		bulk_insert_flush(bulk, m);
 	}
-
-	FreeBulkInsertState(bistate);
-	ExecResetTupleTable(estate->es_tupleTable, false);
-	ExecCloseResultRelations(estate);
-	ExecCloseRangeTableRelations(estate);
-	FreeExecutorState(estate);
+	bulk_insert_end(bulk);
 	table_close(rel, NoLock);
 	return true;
 }
