@@ -109,6 +109,20 @@ static int	nfree_easy = 0;
 
 /* ------------------------------------------------------------------ */
 
+/* a socket out of our list; the wait set is rebuilt before the next wait */
+static void
+socket_forget(curl_socket_t fd)
+{
+	for (int i = 0; i < nsockets; i++)
+		if (sockets[i].fd == fd)
+		{
+			sockets[i] = sockets[nsockets - 1];
+			nsockets--;
+			sockets_changed = true;
+			return;
+		}
+}
+
 /*
  * socket_cb
  *		curl says what it waits for on a socket.  A kept-alive connection
@@ -132,12 +146,7 @@ socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 	if (what == CURL_POLL_REMOVE)
 	{
 		if (i < nsockets && !own_fd(s))
-		{
-			/* not ours: curl may close it without telling us */
-			sockets[i] = sockets[nsockets - 1];
-			nsockets--;
-			sockets_changed = true;
-		}
+			socket_forget(s);	/* not ours: curl may close it without telling us */
 		else if (i < nsockets && !sockets[i].idle)
 		{
 			sockets[i].idle = true;
@@ -181,14 +190,7 @@ static int
 closesocket_cb(void *clientp, curl_socket_t s)
 {
 	own_fd_set(s, false);
-	for (int i = 0; i < nsockets; i++)
-		if (sockets[i].fd == s)
-		{
-			sockets[i] = sockets[nsockets - 1];
-			nsockets--;
-			sockets_changed = true;
-			break;
-		}
+	socket_forget(s);
 	return close(s) == 0 ? 0 : 1;
 }
 
@@ -433,20 +435,6 @@ socket_idle(curl_socket_t fd)
 	return false;
 }
 
-/* an idle socket out of the wait set (back in when curl wants it again) */
-static void
-forget_idle(curl_socket_t fd)
-{
-	for (int i = 0; i < nsockets; i++)
-		if (sockets[i].fd == fd)
-		{
-			sockets[i] = sockets[nsockets - 1];
-			nsockets--;
-			sockets_changed = true;
-			return;
-		}
-}
-
 static void
 rebuild_wait_set(void)
 {
@@ -522,7 +510,7 @@ http_wait(long timeout_ms)
 			 * when it next uses or prunes it; out of the set until curl
 			 * wants it again, else this would wake every wait.
 			 */
-			forget_idle(events[i].fd);
+			socket_forget(events[i].fd);
 			continue;
 		}
 		if (mask)
