@@ -202,7 +202,7 @@ typedef struct Chunk
 	struct Endpoint *ep;
 	int			lane;
 	bool		ordered;
-	bool		other_lane;		/* the other lane had chunks of its aggregate types */
+	bool		other_lane;		/* the other lane had chunks of its aggregate type */
 	int			n;
 	int			open;			/* events without an end yet */
 	TimestampTz created_at;
@@ -1766,7 +1766,7 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 			 "      AND NOT EXISTS (" \
 			 "        SELECT 1 FROM odoo_sync.delivery_chunk c" \
 			 "         WHERE c.endpoint_id = q.endpoint_id" \
-			 "           AND q.aggregate_type = ANY (c.agg_types)" \
+			 "           AND c.agg_type = q.aggregate_type" \
 			 "           AND c.first_seq < (SELECT e.seq FROM odoo_sync.event e" \
 			 "                              WHERE e.id = q.event_id)))" \
 			 "    ORDER BY (q.id + 0) LIMIT x.lim" \
@@ -2081,7 +2081,7 @@ record_chunks(void)
 
 		/*
 		 * Events of the other lane may wait for this chunk (held rows of
-		 * the same aggregate types): its worker is told once this is
+		 * the same aggregate type): its worker is told once this is
 		 * committed, not at its next sweep (a second later).
 		 */
 		if (c->other_lane)
@@ -2260,7 +2260,7 @@ record_chunks(void)
  *		or held (written as a row when its chunk is recorded) when its
  *		aggregate has an earlier delivery row or is poisoned.  A chunk is
  *		not claimed while an older chunk of the other lane with events of
- *		the same aggregate types is not recorded (per aggregate order
+ *		the same aggregate type is not recorded (per aggregate order
  *		across lanes).  got[i] += events claimed; more[i]: chunks were left.
  */
 static SPIPlanPtr plan_chunk_claim = NULL;
@@ -2383,9 +2383,9 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 				 "        OR (r.other_lane AND EXISTS ("
 				 "         SELECT 1 FROM odoo_sync.delivery_chunk o"
 				 "          WHERE o.endpoint_id = c.endpoint_id"
+				 "            AND o.agg_type = c.agg_type"
 				 "            AND o.lane = CASE c.lane WHEN 'bulk' THEN 'critical' ELSE 'bulk' END"
-				 "            AND o.first_seq < e.seq"
-				 "            AND e.aggregate_type = ANY (o.agg_types)))),"
+				 "            AND o.first_seq < e.seq))),"
 				 "       u.event_id::text,"
 				 "       e.id IS NOT NULL, e.source, e.type, e.aggregate_type, e.aggregate_id,"
 				 "       coalesce(e.commit_time, e.captured_at), e.aggregate_seq,"
@@ -2396,7 +2396,7 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 				 /*
 				  * Once per chunk: does the endpoint have rows at all; has
 				  * the other lane an unrecorded chunk with events of the
-				  * same aggregate types (never, with the built-in catalog).
+				  * same aggregate type (never, with the built-in catalog).
 				  * An event with an earlier row of its aggregate, or that
 				  * such a chunk may hold an earlier event of (it starts
 				  * before this event), is held: written as a row, which
@@ -2407,8 +2407,9 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 				 "       WHERE p.endpoint_id = c.endpoint_id) AS any_rows,"
 				 "     EXISTS (SELECT 1 FROM odoo_sync.delivery_chunk o"
 				 "       WHERE o.endpoint_id = c.endpoint_id"
-				 "         AND o.lane = CASE c.lane WHEN 'bulk' THEN 'critical' ELSE 'bulk' END"
-				 "         AND o.agg_types && c.agg_types) AS other_lane OFFSET 0) r"
+				 "         AND o.agg_type = c.agg_type"
+				 "         AND o.lane = CASE c.lane WHEN 'bulk' THEN 'critical' ELSE 'bulk' END)"
+				 "       AS other_lane OFFSET 0) r"
 				 " CROSS JOIN LATERAL unnest(c.ids, c.event_ids) WITH ORDINALITY"
 				 "       AS u(id, event_id, ord)"
 				 "  LEFT JOIN odoo_sync.event e ON e.id = u.event_id"

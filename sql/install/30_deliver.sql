@@ -174,7 +174,7 @@ CREATE TABLE @extschema@.delivery_chunk (
 	ordered			boolean NOT NULL,
 	first_seq		bigint NOT NULL,
 	n				integer NOT NULL,
-	agg_types		text[] NOT NULL,
+	agg_type		text NOT NULL,
 	ids				bigint[] NOT NULL,
 	event_ids		uuid[] NOT NULL,
 	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -183,15 +183,18 @@ CREATE TABLE @extschema@.delivery_chunk (
 );
 COMMENT ON TABLE @extschema@.delivery_chunk IS
 	'New deliveries, up to 256 events of one endpoint and lane per row in capture order (ids[i] is the delivery id of event_ids[i]); a deliver worker claims the row, sends the events, and replaces it by their history or by one delivery row each for those that must wait or be retried.';
-COMMENT ON COLUMN @extschema@.delivery_chunk.agg_types IS 'Aggregate types of its events: a delivery of another chunk or a retry of one of these types waits for this chunk when it is older.';
+COMMENT ON COLUMN @extschema@.delivery_chunk.agg_type IS 'Aggregate type of its events (a chunk holds one): a delivery of another chunk or a retry of this type waits for this chunk when it is older.';
 COMMENT ON COLUMN @extschema@.delivery_chunk.first_seq IS 'Capture order (event.seq) of its first event.';
 ALTER TABLE @extschema@.delivery_chunk SET (fillfactor = 70,
 	autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 500,
 	autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 500,
 	autovacuum_vacuum_cost_delay = 0);
 CREATE INDEX delivery_chunk_claim_idx ON @extschema@.delivery_chunk (endpoint_id, lane, id);
--- a row waits for older chunks of its aggregate type (the row claim)
-CREATE INDEX delivery_chunk_seq_idx ON @extschema@.delivery_chunk (endpoint_id, first_seq);
+-- a row waits for older chunks of its aggregate type (the row claim), a
+-- chunk's event for older chunks of the other lane of its type (the chunk
+-- claim): index probes, also while the other lane has a backlog of chunks
+-- of other types
+CREATE INDEX delivery_chunk_type_idx ON @extschema@.delivery_chunk (endpoint_id, agg_type, lane, first_seq);
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.delivery_chunk', '');
 
 CREATE TABLE @extschema@.delivery_done (
@@ -287,15 +290,16 @@ DECLARE
 	v_bulk boolean;
 	v_any boolean;
 BEGIN
-	-- chunks of up to 256 events per endpoint, lane and ordering, in
-	-- capture order, each event with its delivery id
+	-- chunks of up to 256 events per endpoint, lane, ordering and
+	-- aggregate type, in capture order, each event with its delivery id
 	INSERT INTO @extschema@.delivery_chunk
-		(endpoint_id, lane, ordered, first_seq, n, agg_types, ids, event_ids)
+		(endpoint_id, lane, ordered, first_seq, n, agg_type, ids, event_ids)
 	SELECT z.endpoint_id, z.lane, z.ordered, min(z.seq), count(*),
-		   array_agg(DISTINCT z.aggregate_type),
+		   z.aggregate_type,
 		   array_agg(z.did ORDER BY z.seq), array_agg(z.id ORDER BY z.seq)
 	  FROM (SELECT m.*, nextval('@extschema@.delivery_id_seq') AS did,
-				   (row_number() OVER (PARTITION BY m.endpoint_id, m.lane, m.ordered
+				   (row_number() OVER (PARTITION BY m.endpoint_id, m.lane, m.ordered,
+													m.aggregate_type
 									   ORDER BY m.seq) - 1) / 256 AS part
 			  FROM (SELECT s.endpoint_id, e.id, e.seq, e.lane, e.aggregate_type,
 						   bool_or(s.ordered) AS ordered
@@ -307,7 +311,7 @@ BEGIN
 						ON ep.id = s.endpoint_id AND ep.rate_limit IS NULL
 					 GROUP BY s.endpoint_id, e.id, e.seq, e.lane, e.aggregate_type) m
 			 ORDER BY m.seq) z
-	 GROUP BY z.endpoint_id, z.lane, z.ordered, z.part
+	 GROUP BY z.endpoint_id, z.lane, z.ordered, z.aggregate_type, z.part
 	 ORDER BY min(z.seq);
 	v_any := FOUND;
 	-- a rate-limited endpoint takes its events one by one: a chunk would
