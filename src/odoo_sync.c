@@ -59,6 +59,7 @@ static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
 /* kinds to wake when the current transaction commits (bit per kind) */
 static uint32 wake_at_commit_mask = 0;
+static bool endpoints_changed = false;	/* bump endpoints_gen at commit */
 static bool wake_launcher_at_commit = false;
 static bool xact_wrote = false;
 
@@ -166,6 +167,28 @@ odoo_sync_wake_at_commit(OdooSyncWorkerKind kind)
 }
 
 /*
+ * odoo_sync_endpoints_gen
+ *		This database's endpoint generation: it changes when a transaction
+ *		that changed endpoints or their secrets commits (the deliver workers
+ *		reload their endpoints then, not at every wake-up).
+ */
+uint32
+odoo_sync_endpoints_gen(void)
+{
+	OdooSyncDbSlot *slot;
+	uint32		gen = 0;
+
+	if (OdooSyncShmem == NULL)
+		return 0;
+	SpinLockAcquire(&OdooSyncShmem->mutex);
+	slot = odoo_sync_find_slot(MyDatabaseId, false);
+	if (slot != NULL)
+		gen = slot->endpoints_gen;
+	SpinLockRelease(&OdooSyncShmem->mutex);
+	return gen;
+}
+
+/*
  * odoo_sync_wake_launcher
  *		Asks the launcher to look at this database again now (used by
  *		CREATE EXTENSION through odoo_sync._launcher_wake()).
@@ -215,13 +238,22 @@ odoo_sync_launcher_wake(PG_FUNCTION_ARGS)
 /*
  * odoo_sync._wake_at_commit(kind text): wakes this database's worker of that
  * kind when the transaction commits: 'capture', 'apply', 'deliver critical'
- * (the critical lane's deliver worker), 'deliver bulk' (the bulk lane's) or
- * 'deliver' (both).
+ * (the critical lane's deliver worker), 'deliver bulk' (the bulk lane's),
+ * 'deliver' (both), or 'deliver endpoints' (both, which reload their
+ * endpoints: the triggers on odoo_sync.endpoint and _endpoint_secret).
  */
 Datum
 odoo_sync_wake_at_commit_sql(PG_FUNCTION_ARGS)
 {
 	char	   *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	if (strcmp(kind, "deliver endpoints") == 0)
+	{
+		endpoints_changed = true;
+		odoo_sync_wake_at_commit(OSW_DELIVER);
+		odoo_sync_wake_at_commit(OSW_DELIVER_CRITICAL);
+		PG_RETURN_VOID();
+	}
 
 	/* 'deliver': both deliver workers (an endpoint changed, work queued) */
 	if (strcmp(kind, "deliver") == 0)
@@ -244,7 +276,7 @@ odoo_sync_wake_at_commit_sql(PG_FUNCTION_ARGS)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("unknown odoo_sync worker kind \"%s\"", kind),
-			 errdetail("Known kinds are capture, deliver, deliver critical, deliver bulk and apply.")));
+			 errdetail("Known kinds are capture, deliver, deliver critical, deliver bulk, deliver endpoints and apply.")));
 	PG_RETURN_VOID();
 }
 
@@ -264,6 +296,19 @@ odoo_sync_xact_callback(XactEvent event, void *arg)
 					mask |= (1U << OSW_CAPTURE);
 				wake_at_commit_mask = 0;
 				xact_wrote = false;
+				if (endpoints_changed && MyDatabaseId != InvalidOid &&
+					OdooSyncShmem != NULL)
+				{
+					OdooSyncDbSlot *slot;
+
+					/* before the wake-ups below, which look at it */
+					SpinLockAcquire(&OdooSyncShmem->mutex);
+					slot = odoo_sync_find_slot(MyDatabaseId, false);
+					if (slot != NULL)
+						slot->endpoints_gen++;
+					SpinLockRelease(&OdooSyncShmem->mutex);
+				}
+				endpoints_changed = false;
 				if (wake_launcher_at_commit)
 				{
 					wake_launcher_at_commit = false;
@@ -281,6 +326,7 @@ odoo_sync_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 			wake_at_commit_mask = 0;
 			wake_launcher_at_commit = false;
+			endpoints_changed = false;
 			xact_wrote = false;
 			break;
 		default:

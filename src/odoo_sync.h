@@ -61,6 +61,7 @@ extern void odoo_sync_inbound_init(void);
 /* shared memory and wake-ups (odoo_sync.c) */
 extern void odoo_sync_wake(Oid dboid, OdooSyncWorkerKind kind);
 extern void odoo_sync_wake_at_commit(OdooSyncWorkerKind kind);
+extern uint32 odoo_sync_endpoints_gen(void);
 extern void odoo_sync_wake_launcher(void);
 
 /* launcher (launcher.c) */
@@ -114,6 +115,8 @@ typedef struct OdooSyncDbSlot
 	TimestampTz checked_at;		/* when ext_absent was last set */
 	pid_t		pid[OSW_NUM_KINDS];
 	Latch	   *latch[OSW_NUM_KINDS];
+	uint32		endpoints_gen;	/* bumped when a transaction that changed
+								 * endpoints or secrets commits */
 	OdooSyncEndpointShare endpoints[ODOO_SYNC_DELIVER_ENDPOINTS];
 } OdooSyncDbSlot;
 

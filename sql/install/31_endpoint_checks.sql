@@ -59,3 +59,26 @@ COMMENT ON FUNCTION @extschema@._endpoint_check() IS
 REVOKE ALL ON FUNCTION @extschema@._endpoint_check() FROM PUBLIC;
 CREATE TRIGGER endpoint_check BEFORE INSERT OR UPDATE ON @extschema@.endpoint
 	FOR EACH ROW EXECUTE FUNCTION @extschema@._endpoint_check();
+
+-- The deliver workers reload their endpoints when a change commits (and
+-- once a second anyway), not at every wake-up: whatever changes endpoints
+-- or secrets, the functions or a direct statement, bumps the database's
+-- endpoint generation at commit through these triggers.
+CREATE FUNCTION @extschema@._endpoints_changed()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, @extschema@
+AS $$
+BEGIN
+	PERFORM @extschema@._wake_at_commit('deliver endpoints');
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._endpoints_changed() IS
+	'Private: at commit, tells the deliver workers to reload their endpoints.';
+REVOKE ALL ON FUNCTION @extschema@._endpoints_changed() FROM PUBLIC;
+CREATE TRIGGER endpoints_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+	ON @extschema@.endpoint FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._endpoints_changed();
+CREATE TRIGGER endpoints_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+	ON @extschema@._endpoint_secret FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._endpoints_changed();
