@@ -203,6 +203,7 @@ typedef struct Chunk
 	int			lane;
 	bool		ordered;
 	bool		other_lane;		/* the other lane had chunks of its aggregate type */
+	char	   *agg_type;		/* of its events */
 	int			n;
 	int			open;			/* events without an end yet */
 	TimestampTz created_at;
@@ -1778,7 +1779,13 @@ claim_many(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 			 "      AND NOT EXISTS (" \
 			 "        SELECT 1 FROM odoo_sync.delivery_chunk c" \
 			 "         WHERE c.endpoint_id = q.endpoint_id" \
-			 "           AND c.agg_type = q.aggregate_type" \
+			 "           AND c.agg_type = q.aggregate_type AND c.lane = 'critical'" \
+			 "           AND c.first_seq < (SELECT e.seq FROM odoo_sync.event e" \
+			 "                              WHERE e.id = q.event_id))" \
+			 "      AND NOT EXISTS (" \
+			 "        SELECT 1 FROM odoo_sync.delivery_chunk c" \
+			 "         WHERE c.endpoint_id = q.endpoint_id" \
+			 "           AND c.agg_type = q.aggregate_type AND c.lane = 'bulk'" \
 			 "           AND c.first_seq < (SELECT e.seq FROM odoo_sync.event e" \
 			 "                              WHERE e.id = q.event_id)))" \
 			 "    ORDER BY (q.id + 0) LIMIT x.lim" \
@@ -2027,6 +2034,8 @@ static SPIPlanPtr plan_chunk_delete = NULL;
 static SPIPlanPtr plan_chunk_ok = NULL;
 static SPIPlanPtr plan_chunk_rest = NULL;
 
+static SPIPlanPtr plan_chunk_waiters = NULL;
+
 static void
 record_chunks(void)
 {
@@ -2042,9 +2051,14 @@ record_chunks(void)
 	Datum	   *ok_id, *ok_ep, *ok_ev, *ok_lane, *ok_st, *ok_eat, *ok_cat, *ok_fin;
 	Datum	   *r_id, *r_ep, *r_ev, *r_lane, *r_kind, *r_att, *r_st, *r_er,
 			   *r_ex, *r_at, *r_retry, *r_ord, *r_cat;
+	Datum	   *probe_ep;
+	Datum	   *probe_type;
+	int			nprobe = 0;
 
 	if (nchunks_complete == 0)
 		return;
+	probe_ep = palloc(sizeof(Datum) * nchunks_complete);
+	probe_type = palloc(sizeof(Datum) * nchunks_complete);
 	done_ids = palloc(sizeof(Datum) * nchunks_complete);
 	for (c = chunks; c; c = c->next)
 		if (c->open == 0)
@@ -2098,6 +2112,12 @@ record_chunks(void)
 		 */
 		if (c->other_lane)
 			wake_other_lane = true;
+		else if (c->ordered && nprobe < nchunks_complete)
+		{
+			probe_ep[nprobe] = Int32GetDatum(c->ep->id);
+			probe_type[nprobe] = text_datum(c->agg_type);
+			nprobe++;
+		}
 		for (int i = 0; i < c->n; i++)
 		{
 			ChunkResult *r = &c->res[i];
@@ -2166,9 +2186,40 @@ record_chunks(void)
 		pfree(c->event_at);
 		pfree(c->aggs);
 		pfree(c->res);
+		pfree(c->agg_type);
 		pfree(c);
 	}
 	nchunks_complete = 0;
+
+	/*
+	 * Rows of the other lane may wait for these chunks although no chunk
+	 * of the other lane shared their aggregate type when they were claimed
+	 * (other_lane): the other worker recorded such a chunk, with held
+	 * rows, after this one was claimed.  Its worker is told after the
+	 * commit, not at its next sweep.  (A row committed after this
+	 * statement's snapshot and claimed before this commit still waits for
+	 * the sweep.)
+	 */
+	if (nprobe > 0 && !wake_other_lane)
+	{
+		Oid			ptypes[2] = {INT4ARRAYOID, TEXTARRAYOID};
+		Datum		pvalues[2];
+
+		pvalues[0] = PointerGetDatum(make_array(probe_ep, nprobe, INT4OID));
+		pvalues[1] = PointerGetDatum(make_array(probe_type, nprobe, TEXTOID));
+		/* the other lane is a constant: one plan per worker */
+		run_plan(&plan_chunk_waiters,
+				 my_lane == LANE_CRITICAL ?
+				 "SELECT 1 FROM unnest($1, $2) AS u(ep, t) WHERE EXISTS ("
+				 " SELECT 1 FROM odoo_sync.delivery d WHERE d.endpoint_id = u.ep"
+				 "    AND d.aggregate_type = u.t AND d.lane = 'bulk') LIMIT 1" :
+				 "SELECT 1 FROM unnest($1, $2) AS u(ep, t) WHERE EXISTS ("
+				 " SELECT 1 FROM odoo_sync.delivery d WHERE d.endpoint_id = u.ep"
+				 "    AND d.aggregate_type = u.t AND d.lane = 'critical') LIMIT 1",
+				 2, ptypes, pvalues, SPI_OK_SELECT);
+		if (SPI_processed > 0)
+			wake_other_lane = true;
+	}
 
 	if (n_ok > 0)
 	{
@@ -2473,7 +2524,7 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 				 "       e.id IS NOT NULL, e.source, e.type, e.aggregate_type, e.aggregate_id,"
 				 "       coalesce(e.commit_time, e.captured_at), e.aggregate_seq,"
 				 "       e.correlation_id, e.lane, e.payload::text,"
-				 "       c.n, c.ordered, c.endpoint_id, c.lane, r.other_lane"
+				 "       c.n, c.ordered, c.endpoint_id, c.lane, r.other_lane, c.agg_type"
 				 "  FROM odoo_sync.delivery_chunk c"
 				 /* does the endpoint have rows at all (once per chunk) */
 				 /*
@@ -2544,6 +2595,7 @@ claim_chunks(int n, Endpoint **eps, int *lanes, int *limits, int *got, bool *mor
 				c->lane = strcmp(col_cstring(tup, td, 20), "bulk") == 0 ? LANE_BULK : LANE_CRITICAL;
 				c->ordered = DatumGetBool(SPI_getbinval(tup, td, 18, &isnull));
 				c->other_lane = DatumGetBool(SPI_getbinval(tup, td, 21, &isnull));
+				c->agg_type = col_cstring(tup, td, 22);
 				c->n = cn;
 				c->open = cn;
 				c->created_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 4, &isnull));

@@ -6,8 +6,9 @@
 --   _endpoint_secret  the signing secret, readable by the extension owner only
 --   endpoint_state    circuit breaker state, written by the deliver worker
 --   subscription      event type patterns and lanes routed to an endpoint
---   delivery_chunk    new deliveries, up to 256 events of one endpoint and
---                     lane per row, as the fan-out trigger writes them: a
+--   delivery_chunk    new deliveries, up to 256 events of one endpoint,
+--                     lane, ordering and aggregate type per row, as the
+--                     fan-out trigger writes them: a
 --                     worker claims a chunk, sends its events and, when
 --                     every one has had its first answer, deletes it and
 --                     writes their history (or a delivery row each for the
@@ -182,7 +183,7 @@ CREATE TABLE @extschema@.delivery_chunk (
 	leased_by		integer
 );
 COMMENT ON TABLE @extschema@.delivery_chunk IS
-	'New deliveries, up to 256 events of one endpoint and lane per row in capture order (ids[i] is the delivery id of event_ids[i]); a deliver worker claims the row, sends the events, and replaces it by their history or by one delivery row each for those that must wait or be retried.';
+	'New deliveries, up to 256 events of one endpoint, lane, ordering and aggregate type per row in capture order (ids[i] is the delivery id of event_ids[i]); a deliver worker claims the row, sends the events, and replaces it by their history or by one delivery row each for those that must wait or be retried.';
 COMMENT ON COLUMN @extschema@.delivery_chunk.agg_type IS 'Aggregate type of its events (a chunk holds one): a delivery of another chunk or a retry of this type waits for this chunk when it is older.';
 COMMENT ON COLUMN @extschema@.delivery_chunk.first_seq IS 'Capture order (event.seq) of its first event.';
 ALTER TABLE @extschema@.delivery_chunk SET (fillfactor = 70,
@@ -817,7 +818,8 @@ BEGIN
 			   AND d.event_id = e.id)
 	   AND NOT EXISTS (
 			SELECT 1 FROM @extschema@.delivery_chunk c
-			 WHERE c.endpoint_id = p.ep AND e.id = ANY (c.event_ids))
+			 WHERE c.endpoint_id = p.ep AND c.agg_type = e.aggregate_type
+			   AND e.id = ANY (c.event_ids))
 	 ORDER BY e.seq;
 	GET DIAGNOSTICS n = ROW_COUNT;
 	UPDATE @extschema@.delivery_request SET deliveries = n WHERE id = rid;

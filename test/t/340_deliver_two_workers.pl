@@ -112,6 +112,46 @@ ok(poll_for($node, 'postgres', q{SELECT count(*) FROM odoo_sync.deliveries
 	is("$n/$bad", '40/0', 'lanes alternating in one statement: each event sent once, right after its predecessor');
 }
 
+# Again with 300 events of another aggregate type in the same statement,
+# before and between (chunks hold one aggregate type each: the shipment's
+# bulk and critical chunks come after two parcel chunks).  Each step from
+# one lane to the other is a wake-up of the other worker at a commit: 39 of
+# them must not wait for the workers' one-second sweeps.
+q1(qq{
+	SELECT odoo_sync.create_endpoint('alt2', 'http://127.0.0.1:$port/alt2', concurrency => 4);
+	SELECT odoo_sync.subscribe('alt2', '{alt2.*}');
+});
+$sink->script('/alt2', { status => 200, delay_ms => 1, repeat => -1 });
+my $t_alt2 = time;
+q1(q{INSERT INTO odoo_sync.event (id, type, source, aggregate_type, aggregate_id,
+		aggregate_seq, lane, payload)
+	SELECT gen_random_uuid(), 'alt2.step', 'odoo://test',
+		   CASE WHEN g <= 260 OR g % 3 = 0 THEN 'parcel' ELSE 'shipment' END,
+		   CASE WHEN g <= 260 OR g % 3 = 0 THEN 'P' || g ELSE 'ALT2' END, g,
+		   CASE WHEN g <= 260 OR g % 3 = 0 OR g % 2 = 1 THEN 'bulk' ELSE 'critical' END,
+		   jsonb_build_object('n', g)
+	  FROM generate_series(1, 380) g});
+my $n_alt2 = q1(q{SELECT count(*) FROM odoo_sync.event WHERE type = 'alt2.step'});
+ok(poll_for($node, 'postgres', q{SELECT count(*) FROM odoo_sync.deliveries
+	WHERE endpoint = 'alt2' AND state = 'delivered'}, $n_alt2, 60),
+	"all $n_alt2 events delivered");
+my $alt2_secs = time - $t_alt2;
+{
+	my $json = JSON::PP->new;
+	my ($prev, $bad, $n) = (0, 0, 0);
+	for my $r ($sink->requests(path => '/alt2'))
+	{
+		my $ev = eval { $json->decode($r->{body}) } or next;
+		next unless $ev->{subject} eq 'shipment/ALT2';
+		$n++;
+		$bad++ unless $ev->{sequence} > $prev;
+		$prev = $ev->{sequence};
+	}
+	my $want = scalar grep { $_ > 260 && $_ % 3 != 0 } 1 .. 380;
+	is("$n/$bad", "$want/0", 'a shipment alternating lanes among another type\'s events: in order, each sent once');
+}
+cmp_ok($alt2_secs, '<', 10, "the lanes hand the shipment to each other at once ($alt2_secs s for 80 steps)");
+
 # ------------------------------------------------------------------ concurrency
 # concurrency 4, every answer takes 300 ms: a request slot sends at most one
 # request per 300 ms, so no 240 ms window may see more than 4 arrivals in all
