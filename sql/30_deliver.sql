@@ -54,6 +54,37 @@ INSERT INTO odoo_sync.event (id, type, source, aggregate_type, aggregate_id, agg
   NULL, NULL, '{}');
 SELECT endpoint, event_id, state, attempts, aggregate_seq
   FROM odoo_sync.deliveries ORDER BY endpoint, event_id;
+
+-- chunks: one per endpoint, lane, ordering and aggregate type, up to 256
+-- events each, in capture order
+SELECT odoo_sync.create_endpoint('chunks', 'https://203.0.113.11/c', enabled => false) > 0 AS created;
+SELECT odoo_sync.subscribe('chunks', '{chunk.*}') > 0 AS ok;
+INSERT INTO odoo_sync.event (id, type, source, aggregate_type, aggregate_id, aggregate_seq, lane, payload)
+SELECT gen_random_uuid(), 'chunk.changed', 'odoo://test', CASE WHEN g % 2 = 0 THEN 'pallet' ELSE 'parcel' END,
+       'A' || g % 7, g, CASE WHEN g % 100 = 0 THEN 'critical' ELSE 'bulk' END, '{}'
+  FROM generate_series(1, 600) g;
+SELECT c.lane, c.agg_type, c.n, c.ordered,
+       (SELECT count(DISTINCT e.aggregate_type) FROM odoo_sync.event e WHERE e.id = ANY (c.event_ids)) AS types,
+       (SELECT array_agg(e.seq ORDER BY u.ord) = array_agg(e.seq ORDER BY e.seq)
+          FROM unnest(c.event_ids) WITH ORDINALITY u(id, ord) JOIN odoo_sync.event e ON e.id = u.id) AS capture_order
+  FROM odoo_sync.delivery_chunk c JOIN odoo_sync.endpoint ep ON ep.id = c.endpoint_id
+ WHERE ep.name = 'chunks' ORDER BY c.id;
+
+-- a change of endpoints or secrets moves the endpoint generation once, at
+-- commit (the deliver workers reload their endpoints then)
+SELECT odoo_sync._endpoints_generation() AS g0 \gset
+BEGIN;
+SELECT odoo_sync.alter_endpoint('chunks', '{"timeout": "9 s"}');
+UPDATE odoo_sync.endpoint SET concurrency = 3 WHERE name = 'chunks';
+SELECT odoo_sync._endpoints_generation() = :g0 AS not_before_commit;
+COMMIT;
+SELECT odoo_sync._endpoints_generation() = :g0 + 1 AS once_at_commit;
+BEGIN;
+UPDATE odoo_sync.endpoint SET concurrency = 2 WHERE name = 'chunks';
+ROLLBACK;
+SELECT odoo_sync.set_endpoint_secret('chunks', 'whsec_bmV3LXNlY3JldC0xMjM0');
+SELECT odoo_sync._endpoints_generation() = :g0 + 2 AS secret_not_rollback;
+SELECT odoo_sync.cancel_deliveries('chunks') AS cancelled, odoo_sync.drop_endpoint('chunks');
 SELECT name, backlog, in_flight FROM odoo_sync.endpoint_status ORDER BY name;
 
 -- the CloudEvents form and the traceparent

@@ -189,6 +189,18 @@ odoo_sync_endpoints_gen(void)
 }
 
 /*
+ * odoo_sync._endpoints_generation(): this database's endpoint generation
+ * (tests and diagnosis: it moves once per committed change of endpoints or
+ * secrets).
+ */
+PG_FUNCTION_INFO_V1(odoo_sync_endpoints_generation);
+Datum
+odoo_sync_endpoints_generation(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64((int64) odoo_sync_endpoints_gen());
+}
+
+/*
  * odoo_sync_wake_launcher
  *		Asks the launcher to look at this database again now (used by
  *		CREATE EXTENSION through odoo_sync._launcher_wake()).
@@ -255,7 +267,7 @@ odoo_sync_wake_at_commit_sql(PG_FUNCTION_ARGS)
 		PG_RETURN_VOID();
 	}
 
-	/* 'deliver': both deliver workers (an endpoint changed, work queued) */
+	/* 'deliver': both deliver workers (work queued for both lanes) */
 	if (strcmp(kind, "deliver") == 0)
 	{
 		odoo_sync_wake_at_commit(OSW_DELIVER);
@@ -301,9 +313,13 @@ odoo_sync_xact_callback(XactEvent event, void *arg)
 				{
 					OdooSyncDbSlot *slot;
 
-					/* before the wake-ups below, which look at it */
+					/*
+					 * Before the wake-ups below, which look at it; the
+					 * slot is made if the launcher has not yet (as
+					 * odoo_sync_wake_launcher does), so no change is lost.
+					 */
 					SpinLockAcquire(&OdooSyncShmem->mutex);
-					slot = odoo_sync_find_slot(MyDatabaseId, false);
+					slot = odoo_sync_find_slot(MyDatabaseId, true);
 					if (slot != NULL)
 						slot->endpoints_gen++;
 					SpinLockRelease(&OdooSyncShmem->mutex);
@@ -324,6 +340,12 @@ odoo_sync_xact_callback(XactEvent event, void *arg)
 			}
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/*
+			 * A prepared transaction commits in another session (COMMIT
+			 * PREPARED) without these callbacks' state: the workers find
+			 * its work at their next sweep, within a second.
+			 */
 			wake_at_commit_mask = 0;
 			wake_launcher_at_commit = false;
 			endpoints_changed = false;

@@ -64,6 +64,13 @@ CREATE TRIGGER endpoint_check BEFORE INSERT OR UPDATE ON @extschema@.endpoint
 -- once a second anyway), not at every wake-up: whatever changes endpoints
 -- or secrets, the functions or a direct statement, bumps the database's
 -- endpoint generation at commit through these triggers.
+CREATE FUNCTION @extschema@._endpoints_generation()
+RETURNS bigint
+LANGUAGE c STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'odoo_sync_endpoints_generation';
+COMMENT ON FUNCTION @extschema@._endpoints_generation() IS
+	'Private: this database''s endpoint generation, which moves once per committed change of endpoints or secrets (the deliver workers reload then).';
+
 CREATE FUNCTION @extschema@._endpoints_changed()
 RETURNS trigger
 LANGUAGE plpgsql
