@@ -141,6 +141,11 @@ SELECT odoo_sync.register_handler('acme.other', 'not_a_procedure(odoo_sync.inbou
 SELECT source, event_id, type, subject, picking_id, correlation_id, envelope ? 'data' AS has_data
   FROM odoo_sync.inbound ORDER BY id;
 
+-- operator mistakes are errors, not silent no-ops
+SELECT odoo_sync.reapply_dead('shipment.milestonez');
+SELECT odoo_sync.reapply(424242);
+SELECT odoo_sync.reapply_dead('acme.temperature') AS none_dead;
+
 -- the ingest role: may call ingest and nothing else
 SET ROLE odoo_sync_ingest;
 SELECT index, status FROM odoo_sync.ingest(ev('{"id":"role-1"}'));

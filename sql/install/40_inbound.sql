@@ -1126,6 +1126,11 @@ BEGIN
 	SELECT d.id, d.picking_id, d.event_time FROM d
 	ON CONFLICT (id) DO UPDATE SET dead = false;
 	IF NOT FOUND THEN
+		IF NOT EXISTS (SELECT 1 FROM inbound WHERE id = p_id) THEN
+			RAISE EXCEPTION 'no inbound event with id %', p_id
+				USING ERRCODE = 'no_data_found',
+					  DETAIL = format('Field "id" is %s; odoo_sync.inbound_dead lists the dead events.', p_id);
+		END IF;
 		RETURN false;
 	END IF;
 	PERFORM _wake_at_commit('apply');
@@ -1133,7 +1138,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION @extschema@.reapply(bigint) IS
-	'Puts a dead inbound event back in the queue of the apply worker; false when it is not dead.';
+	'Puts a dead inbound event back in the queue of the apply worker; false when it is not dead, an error when there is no such event.';
 
 CREATE FUNCTION @extschema@.reapply_dead(p_type text DEFAULT NULL)
 RETURNS bigint
@@ -1143,6 +1148,13 @@ AS $$
 DECLARE
 	v_n bigint;
 BEGIN
+	IF p_type IS NOT NULL AND NOT EXISTS (SELECT 1 FROM handler h WHERE h.type = p_type) THEN
+		RAISE EXCEPTION 'unknown inbound event type "%"', p_type
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('Field "type" is %s.', p_type),
+				  HINT = 'Known types: ' || (SELECT string_agg(h.type, ', ' ORDER BY h.type) FROM handler h)
+						 || '; or no type for every dead event.';
+	END IF;
 	-- the dead events are found through the queue (the inbox has no index on state)
 	WITH d AS (
 		UPDATE inbound i
@@ -1163,7 +1175,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION @extschema@.reapply_dead(text) IS
-	'Puts every dead inbound event (of one type, or all) back in the apply queue; returns how many.';
+	'Puts every dead inbound event (of one type, or all) back in the apply queue; returns how many (an error for a type without a handler).';
 
 REVOKE ALL ON FUNCTION @extschema@.reapply(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.reapply_dead(text) FROM PUBLIC;
