@@ -2207,15 +2207,12 @@ record_chunks(void)
 
 		pvalues[0] = PointerGetDatum(make_array(probe_ep, nprobe, INT4OID));
 		pvalues[1] = PointerGetDatum(make_array(probe_type, nprobe, TEXTOID));
-		/* the other lane is a constant: one plan per worker */
+		/* the other lane as a constant (a worker's lane never changes) */
 		run_plan(&plan_chunk_waiters,
-				 my_lane == LANE_CRITICAL ?
-				 "SELECT 1 FROM unnest($1, $2) AS u(ep, t) WHERE EXISTS ("
-				 " SELECT 1 FROM odoo_sync.delivery d WHERE d.endpoint_id = u.ep"
-				 "    AND d.aggregate_type = u.t AND d.lane = 'bulk') LIMIT 1" :
-				 "SELECT 1 FROM unnest($1, $2) AS u(ep, t) WHERE EXISTS ("
-				 " SELECT 1 FROM odoo_sync.delivery d WHERE d.endpoint_id = u.ep"
-				 "    AND d.aggregate_type = u.t AND d.lane = 'critical') LIMIT 1",
+				 psprintf("SELECT 1 FROM unnest($1, $2) AS u(ep, t) WHERE EXISTS ("
+						  " SELECT 1 FROM odoo_sync.delivery d WHERE d.endpoint_id = u.ep"
+						  "    AND d.aggregate_type = u.t AND d.lane = '%s') LIMIT 1",
+						  lane_names[1 - my_lane]),
 				 2, ptypes, pvalues, SPI_OK_SELECT);
 		if (SPI_processed > 0)
 			wake_other_lane = true;
@@ -2347,15 +2344,12 @@ claim_rows(int n, Endpoint **eps, int *lanes, int *limits, int *got)
 		got[i] = 0;
 	}
 	values[0] = PointerGetDatum(make_array(d_ep, n, INT4OID));
-	/* every pair is of this worker's lane: the lane is a constant */
+	/* every pair is of this worker's lane: a constant (it never changes) */
 	run_plan(&plan_rows_present,
-			 my_lane == LANE_CRITICAL ?
-			 "SELECT x.ep FROM unnest($1) AS x(ep) WHERE EXISTS ("
-			 " SELECT 1 FROM odoo_sync.delivery q"
-			 "  WHERE q.endpoint_id = x.ep AND q.lane = 'critical')" :
-			 "SELECT x.ep FROM unnest($1) AS x(ep) WHERE EXISTS ("
-			 " SELECT 1 FROM odoo_sync.delivery q"
-			 "  WHERE q.endpoint_id = x.ep AND q.lane = 'bulk')",
+			 psprintf("SELECT x.ep FROM unnest($1) AS x(ep) WHERE EXISTS ("
+					  " SELECT 1 FROM odoo_sync.delivery q"
+					  "  WHERE q.endpoint_id = x.ep AND q.lane = '%s')",
+					  lane_names[my_lane]),
 			 1, types, values, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return;
