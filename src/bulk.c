@@ -60,7 +60,7 @@ bulk_insert_begin(Relation rel, int nslots, bool triggers)
 }
 
 /* writes the rows in slots[0..m-1] (virtual tuples the caller stored) */
-void
+static void
 bulk_insert_flush(BulkInsert *b, int m)
 {
 	Assert(m <= b->nslots);
@@ -82,9 +82,33 @@ bulk_insert_flush(BulkInsert *b, int m)
 	ResetPerTupleExprContext(b->estate);
 }
 
+/*
+ * bulk_insert_slot
+ *		An empty slot (every column NULL) for the next row: the caller sets
+ *		its columns and stores it with ExecStoreVirtualTuple().  The rows are
+ *		written nslots at a time, and the last ones by bulk_insert_end().
+ */
+TupleTableSlot *
+bulk_insert_slot(BulkInsert *b)
+{
+	TupleTableSlot *slot;
+
+	if (b->nused == b->nslots)
+	{
+		bulk_insert_flush(b, b->nused);
+		b->nused = 0;
+	}
+	slot = b->slots[b->nused++];
+	ExecClearTuple(slot);
+	memset(slot->tts_isnull, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
+	return slot;
+}
+
 void
 bulk_insert_end(BulkInsert *b)
 {
+	if (b->nused > 0)
+		bulk_insert_flush(b, b->nused);
 	FreeBulkInsertState(b->bistate);
 	if (b->triggers)
 	{

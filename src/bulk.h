@@ -19,14 +19,15 @@ typedef struct BulkInsert
 	ResultRelInfo *rri;
 	TransitionCaptureState *tcs;	/* with triggers: their transition tables */
 	BulkInsertState bistate;
-	TupleTableSlot **slots;		/* fill slots[0..m-1], then bulk_insert_flush */
+	TupleTableSlot **slots;		/* rows given out by bulk_insert_slot */
 	int			nslots;
+	int			nused;			/* slots[0..nused-1] hold rows not written yet */
 	CommandId	cid;
 	bool		triggers;
 } BulkInsert;
 
 extern BulkInsert *bulk_insert_begin(Relation rel, int nslots, bool triggers);
-extern void bulk_insert_flush(BulkInsert *b, int m);
+extern TupleTableSlot *bulk_insert_slot(BulkInsert *b);
 extern void bulk_insert_end(BulkInsert *b);
 
 #endif

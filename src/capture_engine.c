@@ -1397,41 +1397,32 @@ insert_events_direct(int n, char **types, char **atypes, char **aids, Datum *seq
 	bulk = bulk_insert_begin(rel, Min(n, EVENT_INSERT_CHUNK), true);
 	source = CStringGetTextDatum(get_database_name(MyDatabaseId));
 
-	for (int start = 0; start < n; start += EVENT_INSERT_CHUNK)
+	for (int k = 0; k < n; k++)
 	{
-		int			m = Min(EVENT_INSERT_CHUNK, n - start);
+		TupleTableSlot *slot = bulk_insert_slot(bulk);
+		Datum	   *v = slot->tts_values;
+		bool	   *nl = slot->tts_isnull;
 
-		for (int j = 0; j < m; j++)
-		{
-			int			k = start + j;
-			TupleTableSlot *slot = bulk->slots[j];
-			Datum	   *v = slot->tts_values;
-			bool	   *nl = slot->tts_isnull;
-
-			ExecClearTuple(slot);
-			memset(nl, true, sizeof(bool) * desc->natts);
 #define SET(col, val) (v[att[col] - 1] = (val), nl[att[col] - 1] = false)
-			SET(EV_ID, UUIDPGetDatum(odoo_sync_make_event_id()));
-			SET(EV_SEQ, Int64GetDatum(nextval_internal(seqid, false)));
-			SET(EV_TYPE, CStringGetTextDatum(types[k]));
-			SET(EV_SOURCE, source);
-			SET(EV_AGGREGATE_TYPE, CStringGetTextDatum(atypes[k]));
-			SET(EV_AGGREGATE_ID, CStringGetTextDatum(aids[k]));
-			SET(EV_AGGREGATE_SEQ, seqs[k]);
-			SET(EV_LANE, CStringGetTextDatum(lanes[k]));
-			if (corrs[k] != NULL)
-				SET(EV_CORRELATION_ID, CStringGetTextDatum(corrs[k]));
-			SET(EV_SNAPSHOT, db_snapshot);
-			if (!lsn_nulls[k])
-				SET(EV_COMMIT_LSN, lsns[k]);
-			SET(EV_COMMIT_TIME, times[k]);
-			SET(EV_CAPTURED_AT, TimestampTzGetDatum(GetCurrentTimestamp()));
-			SET(EV_RULE_ID, rules[k]);
-			SET(EV_PAYLOAD, payloads[k]);
+		SET(EV_ID, UUIDPGetDatum(odoo_sync_make_event_id()));
+		SET(EV_SEQ, Int64GetDatum(nextval_internal(seqid, false)));
+		SET(EV_TYPE, CStringGetTextDatum(types[k]));
+		SET(EV_SOURCE, source);
+		SET(EV_AGGREGATE_TYPE, CStringGetTextDatum(atypes[k]));
+		SET(EV_AGGREGATE_ID, CStringGetTextDatum(aids[k]));
+		SET(EV_AGGREGATE_SEQ, seqs[k]);
+		SET(EV_LANE, CStringGetTextDatum(lanes[k]));
+		if (corrs[k] != NULL)
+			SET(EV_CORRELATION_ID, CStringGetTextDatum(corrs[k]));
+		SET(EV_SNAPSHOT, db_snapshot);
+		if (!lsn_nulls[k])
+			SET(EV_COMMIT_LSN, lsns[k]);
+		SET(EV_COMMIT_TIME, times[k]);
+		SET(EV_CAPTURED_AT, TimestampTzGetDatum(GetCurrentTimestamp()));
+		SET(EV_RULE_ID, rules[k]);
+		SET(EV_PAYLOAD, payloads[k]);
 #undef SET
-			ExecStoreVirtualTuple(slot);
-		}
-		bulk_insert_flush(bulk, m);
+		ExecStoreVirtualTuple(slot);
 	}
 
 	bulk_insert_end(bulk);

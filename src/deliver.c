@@ -1987,34 +1987,25 @@ insert_done_direct(int n, Datum *ids, Datum *eps, Datum *evs, Datum *lanes,
 	}
 
 	bulk = bulk_insert_begin(rel, nslots, false);
-	for (int start = 0; start < n; start += DONE_INSERT_BATCH)
+	for (int k = 0; k < n; k++)
 	{
-		int			m = Min(DONE_INSERT_BATCH, n - start);
+		TupleTableSlot *slot = bulk_insert_slot(bulk);
+		Datum	   *v = slot->tts_values;
+		bool	   *nl = slot->tts_isnull;
 
-		for (int j = 0; j < m; j++)
-		{
-			int			k = start + j;
-			TupleTableSlot *slot = bulk->slots[j];
-			Datum	   *v = slot->tts_values;
-			bool	   *nl = slot->tts_isnull;
-
-			ExecClearTuple(slot);
-			memset(nl, true, sizeof(bool) * desc->natts);
 #define SET(col, val) (v[att[col] - 1] = (val), nl[att[col] - 1] = false)
-			SET(DC_ID, ids[k]);
-			SET(DC_ENDPOINT, eps[k]);
-			SET(DC_EVENT, evs[k]);
-			SET(DC_STATE, delivered);
-			SET(DC_LANE, lanes[k]);
-			SET(DC_ATTEMPTS, Int32GetDatum(1));
-			SET(DC_STATUS, statuses[k]);
-			SET(DC_EVENT_AT, event_ats[k]);
-			SET(DC_CREATED_AT, created_ats[k]);
-			SET(DC_FINISHED_AT, finished_ats[k]);
+		SET(DC_ID, ids[k]);
+		SET(DC_ENDPOINT, eps[k]);
+		SET(DC_EVENT, evs[k]);
+		SET(DC_STATE, delivered);
+		SET(DC_LANE, lanes[k]);
+		SET(DC_ATTEMPTS, Int32GetDatum(1));
+		SET(DC_STATUS, statuses[k]);
+		SET(DC_EVENT_AT, event_ats[k]);
+		SET(DC_CREATED_AT, created_ats[k]);
+		SET(DC_FINISHED_AT, finished_ats[k]);
 #undef SET
-			ExecStoreVirtualTuple(slot);
-		}
-		bulk_insert_flush(bulk, m);
+		ExecStoreVirtualTuple(slot);
 	}
 	bulk_insert_end(bulk);
 	table_close(rel, NoLock);
